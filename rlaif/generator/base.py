@@ -1,0 +1,54 @@
+"""The generator: samples completions from the *current* policy and scores given completions.
+
+One file per backend (``hf.py``, ``vllm.py``); ``conf/generator/`` uses the same names.
+Every sampled completion carries its token ids and its summed log-prob under the policy
+(raw model, before temperature), so entropy and implicit rewards come free with generation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+from rlaif.types import Completion, Prompt
+
+if TYPE_CHECKING:
+    from rlaif.policy import Policy
+
+
+@dataclass
+class SamplingParams:
+    n: int = 2
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 24
+    min_new_tokens: int = 0
+    seed: int | None = None
+
+
+class Generator(ABC):
+    """Samples from and scores under the current policy weights."""
+
+    Config: ClassVar[type]
+    name: ClassVar[str] = "base"
+
+    def __init__(self, cfg, policy: "Policy") -> None:
+        self.cfg = cfg
+        self.policy = policy
+
+    @abstractmethod
+    def sample(self, prompts: Sequence[Prompt], params: SamplingParams,
+               source: str = "policy") -> list[list[Completion]]:
+        """``params.n`` completions for each prompt, each with token ids and summed log-prob."""
+
+    @abstractmethod
+    def score(self, completions: Sequence[Completion]) -> list[float]:
+        """Summed completion log-probs log pi(y|x) under the current policy weights."""
+
+    def sync(self) -> None:
+        """Make the generator serve the policy's current weights (after a training round)."""
+
+    def close(self) -> None:
+        """Release engines and processes."""

@@ -1,0 +1,123 @@
+"""The oracle: says which of two completions is better.
+
+Every implementation returns the same shape: one :class:`~rlaif.types.Label` per pair, in the
+pair's own (a, b) order, with outcome A / B / tie / invalid (never an invalid turned into a
+side), P(a) where the judge gives one, the raw output, whether the order shown was swapped,
+tokens, cost, latency and attempts.
+
+The position swap is decided here, deterministically from (seed, pair id), so a resumed or
+repeated run shows every pair in the same order and its ledger key is stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+from rlaif.types import Label, Pair
+
+
+@dataclass
+class OracleConfig:
+    """Fields every judge has. Implementations subclass this dataclass."""
+
+    name: str = field(default="", metadata={"help": "display name (defaults to the class name)"})
+    swap_p: float = field(default=0.5, metadata={"help": "probability of showing the pair swapped"})
+    batch_size: int = field(default=1, metadata={"help": "pairs per call of judge_shown"})
+    concurrency: int = field(default=1, metadata={"help": "batches in flight at once"})
+    seed: int = 0
+
+
+@dataclass
+class Spend:
+    """What a call costs (or may cost, when reserved): labels, dollars, tokens."""
+
+    labels: int = 0
+    dollars: float = 0.0
+    tokens: int = 0
+
+    def __add__(self, o: "Spend") -> "Spend":
+        return Spend(self.labels + o.labels, self.dollars + o.dollars, self.tokens + o.tokens)
+
+
+class OracleError(RuntimeError):
+    """A fatal judge problem (bad key, unknown model, unreachable endpoint): stop before spending."""
+
+
+class Oracle(ABC):
+    Config: ClassVar[type] = OracleConfig
+    kind: ClassVar[str] = "base"
+    free: ClassVar[bool] = True  # a local judge costs nothing; paid judges set False
+
+    def __init__(self, cfg: OracleConfig, *, task: Any = None, **_: Any) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.name = cfg.name or self.kind
+
+    # -- identity: what changes the answers (used as the ledger key) -----------------------
+    def identity(self) -> dict:
+        """Everything that changes this judge's answers. Never include secrets."""
+        return {"kind": self.kind, "swap_p": self.cfg.swap_p, "seed": self.cfg.seed}
+
+    def identity_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # -- position swap ---------------------------------------------------------------------
+    def swap_for(self, pair: Pair) -> bool:
+        """Seeded, reproducible per pair: shown swapped with probability ``swap_p``."""
+        if self.cfg.swap_p <= 0:
+            return False
+        h = hashlib.sha256(f"{self.cfg.seed}:{pair.id}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < self.cfg.swap_p
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Preflight: raise OracleError on fatal problems, before any budget is spent."""
+
+    async def aclose(self) -> None:
+        pass
+
+    def worst_case(self, pair: Pair) -> Spend:
+        """Upper bound on what judging ``pair`` may cost (reserved before the call)."""
+        return Spend(labels=1)
+
+    # -- judging -----------------------------------------------------------------------------
+    @abstractmethod
+    async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
+        """Judge pairs exactly as shown (a first). Outcomes are in the shown order."""
+
+    async def judge(self, pairs: Sequence[Pair]) -> list[Label]:
+        """Labels in each pair's own order, after the seeded position swap."""
+        swaps = [self.swap_for(p) for p in pairs]
+        shown = [p.swapped() if s else p for p, s in zip(pairs, swaps)]
+        labels = await self.judge_shown(shown)
+        if len(labels) != len(pairs):
+            raise RuntimeError(f"{self.name} returned {len(labels)} labels for {len(pairs)} pairs")
+        for lab, s in zip(labels, swaps):
+            if s:
+                lab.outcome = lab.outcome.flipped()
+                if lab.p_a is not None:
+                    lab.p_a = 1.0 - lab.p_a
+            lab.swapped = s
+            lab.judge = lab.judge or self.name
+        return labels
+
+    def label(self, pairs: Sequence[Pair]) -> list[Label]:
+        """Synchronous convenience (no ledger, no budget): for scripts and tests."""
+
+        async def go() -> list[Label]:
+            await self.setup()
+            try:
+                out: list[Label] = []
+                bs = max(1, self.cfg.batch_size)
+                for i in range(0, len(pairs), bs):
+                    out += await self.judge(pairs[i:i + bs])
+                return out
+            finally:
+                await self.aclose()
+
+        return asyncio.run(go())

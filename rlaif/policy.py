@@ -1,0 +1,139 @@
+"""The policy being trained, and its frozen reference.
+
+With LoRA (the CPU default) the reference is the base model with the adapter disabled, so one
+copy of the weights serves both. Without LoRA a frozen copy is kept. ``reset()`` returns the
+policy to the reference weights (the paper resets every round); ``save_merged()`` writes plain
+HF weights (LoRA merged in) for the vLLM engine to reload.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from rlaif.assets import resolve_model
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class Policy:
+    def __init__(self, policy_cfg, trainer_cfg, seed: int = 0) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg, self.tcfg, self.seed = policy_cfg, trainer_cfg, seed
+        self.model_dir = resolve_model(policy_cfg.name_or_path)
+        self.device = pick_device(policy_cfg.device)
+        dtype = _DTYPES.get(policy_cfg.dtype, "auto") if policy_cfg.dtype != "auto" else "auto"
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device)
+        self.base.config.pad_token_id = self.tokenizer.pad_token_id
+        self.lora = bool(trainer_cfg.lora)
+        self.version = 0  # bumped whenever weights change
+        self._ref = None
+        self._ref_state = None
+        if not self.lora:
+            self._ref = copy.deepcopy(self.base).eval().requires_grad_(False)
+        self.model = self.base
+        self.reset(round_=0)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def reset(self, round_: int = 0) -> None:
+        """Back to the reference weights with a freshly initialised adapter (LoRA B = 0)."""
+        if self.lora:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if isinstance(self.model, PeftModel):
+                self.base = self.model.unload()
+            torch.manual_seed(self.seed * 1000 + round_)
+            lcfg = LoraConfig(r=self.tcfg.lora_r, lora_alpha=self.tcfg.lora_alpha,
+                              lora_dropout=self.tcfg.lora_dropout, bias="none", task_type="CAUSAL_LM",
+                              target_modules=list(self.tcfg.lora_target_modules or ["all-linear"])
+                              if self.tcfg.lora_target_modules else "all-linear")
+            self.model = get_peft_model(self.base, lcfg)
+        else:
+            self.base.load_state_dict(self._ref.state_dict())
+            self.model = self.base
+        self.version += 1
+
+    @contextmanager
+    def reference(self):
+        """The frozen reference model (eval mode, no grad)."""
+        if self.lora:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with self.model.disable_adapter():
+                    yield self.model
+            finally:
+                self.model.train(was_training)
+        else:
+            yield self._ref
+
+    @contextmanager
+    def current(self):
+        """The current policy in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield self.model
+        finally:
+            self.model.train(was_training)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """Plain HF weights of the current policy (LoRA merged), without touching the live model."""
+        if not self.lora:
+            return {k: v.detach() for k, v in self.base.state_dict().items()}
+        from peft.tuners.lora import LoraLayer
+
+        sd = {}
+        base = self.model.get_base_model()
+        lora_layers = {n: m for n, m in base.named_modules() if isinstance(m, LoraLayer)}
+        for name, t in base.state_dict().items():
+            if "lora_" in name:
+                continue
+            clean = name.replace(".base_layer.", ".")
+            sd[clean] = t.detach()
+        with torch.no_grad():
+            for n, m in lora_layers.items():
+                delta = m.get_delta_weight("default")
+                key = f"{n}.weight"
+                sd[key] = (sd[key].float() + delta.float()).to(sd[key].dtype)
+        return sd
+
+    def save_merged(self, out_dir: str | Path) -> Path:
+        """Write the current policy as a normal HF model directory (for vLLM weight reload)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        sd = self.merged_state_dict()
+        target = self.model.get_base_model() if self.lora else self.base
+        target.save_pretrained(out, state_dict=sd)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    def save_trained(self, out_dir: str | Path) -> Path:
+        """Save what was trained: the adapter (LoRA) or the full model."""
+        out = Path(out_dir)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        return out

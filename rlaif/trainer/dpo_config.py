@@ -1,0 +1,31 @@
+"""Configuration of the DPO learner (TRL's DPOTrainer underneath)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class DPOConfig:
+    beta: float = field(default=0.2, metadata={"help": "DPO temperature; also the beta of the implicit reward"})
+    learning_rate: float = field(default=1e-6, metadata={"help": "constant learning rate (paper: 1e-6, full FT)"})
+    epochs: float = field(default=50.0, metadata={"help": "epochs over all labelled pairs each round"})
+    batch_size: int = field(default=64, metadata={"help": "effective batch size (pairs)"})
+    micro_batch_size: int = field(default=16, metadata={"help": "pairs per forward pass"})
+    optimizer: str = field(default="adamw_torch", metadata={"help": "TRL/transformers optim name"})
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    mode: str = field(default="reset", metadata={
+        "help": "reset: re-initialise to the reference weights and optimiser each round and train on "
+                "all labels so far (paper); continue: keep training the current weights on new labels"})
+    lora: bool = field(default=True, metadata={"help": "train a LoRA adapter (peft) instead of all weights"})
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={
+        "help": "module names for LoRA (default: all linear layers)"})
+    loss_type: str = "sigmoid"
+    report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard"})
+    logging_steps: int = 10

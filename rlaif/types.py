@@ -1,0 +1,212 @@
+"""The data as it flows through the loop.
+
+prompt -> completion (text, token ids, log-prob) -> pair -> label -> preference row.
+
+Token ids travel with every completion, from generation to scoring to DPO, so nothing is
+ever re-tokenised behind the user's back.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, separators=(",", ":")).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as the policy sees it: its text and the exact token ids fed to the model."""
+
+    id: str
+    text: str
+    token_ids: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "text": self.text, "token_ids": list(self.token_ids)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Prompt":
+        return cls(id=d["id"], text=d["text"], token_ids=tuple(d["token_ids"]))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation of a prompt.
+
+    ``logprob`` is log pi(y|x) summed over completion tokens only (prompt tokens excluded),
+    under the raw model (no temperature), as given by the generator that sampled it.
+    """
+
+    prompt: Prompt
+    text: str
+    token_ids: tuple[int, ...]
+    logprob: float | None = None
+    token_logprobs: tuple[float, ...] | None = None
+    source: str = "policy"  # "policy" (current weights) or "reference"
+
+    @property
+    def key(self) -> str:
+        """Identity of (prompt tokens, completion tokens): the cache key for log-probs."""
+        return _digest(list(self.prompt.token_ids), list(self.token_ids))
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "logprob": self.logprob,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, prompt: Prompt) -> "Completion":
+        return cls(prompt=prompt, text=d["text"], token_ids=tuple(d["token_ids"]),
+                   logprob=d.get("logprob"), source=d.get("source", "policy"))
+
+
+@dataclass
+class Pair:
+    """Two completions of one prompt, to be compared by the oracle.
+
+    ``scores`` holds what the acquisition function measured (entropy of the prompt, implicit
+    rewards of a and b, certainty...), so the report can characterise acquired data.
+    """
+
+    prompt: Prompt
+    a: Completion
+    b: Completion
+    round: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.a.prompt.token_ids != self.prompt.token_ids or self.b.prompt.token_ids != self.prompt.token_ids:
+            raise ValueError("both completions of a pair must continue the pair's prompt")
+
+    @property
+    def id(self) -> str:
+        """Content identity of the pair in the order (a, b)."""
+        return _digest(list(self.prompt.token_ids), list(self.a.token_ids), list(self.b.token_ids))
+
+    @property
+    def identical(self) -> bool:
+        return self.a.token_ids == self.b.token_ids
+
+    def swapped(self) -> "Pair":
+        return Pair(self.prompt, self.b, self.a, self.round, dict(self.scores))
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "round": self.round,
+            "prompt": self.prompt.to_dict(),
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
+            "scores": dict(self.scores),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Pair":
+        p = Prompt.from_dict(d["prompt"])
+        return cls(p, Completion.from_dict(d["a"], p), Completion.from_dict(d["b"], p),
+                   d.get("round", 0), dict(d.get("scores", {})))
+
+
+class Outcome(str, enum.Enum):
+    """A judge's verdict on a pair, always expressed in the pair's own (a, b) order."""
+
+    A = "A"
+    B = "B"
+    TIE = "tie"
+    INVALID = "invalid"
+
+    @property
+    def decisive(self) -> bool:
+        return self in (Outcome.A, Outcome.B)
+
+    def flipped(self) -> "Outcome":
+        return {Outcome.A: Outcome.B, Outcome.B: Outcome.A}.get(self, self)
+
+
+@dataclass
+class Label:
+    """What an oracle said about one pair, with everything it cost.
+
+    ``outcome`` is in the pair's original order even when the judge was shown it swapped
+    (``swapped=True``). An answer that could not be parsed is ``INVALID`` with a ``reason``:
+    it is never turned into a side.
+    """
+
+    outcome: Outcome
+    reason: str | None = None
+    p_a: float | None = None  # P(a preferred), where the judge gives a probability
+    raw: str | None = None  # the judge's raw output
+    swapped: bool = False
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0  # US dollars
+    latency: float = 0.0  # seconds
+    attempts: int = 1
+    cached: bool = False  # answered from the ledger at no cost
+    judge: str = ""
+
+    def __post_init__(self) -> None:
+        self.outcome = Outcome(self.outcome)
+        if self.outcome is Outcome.INVALID and not self.reason:
+            self.reason = "unspecified"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Label":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def invalid(cls, reason: str, **kw: Any) -> "Label":
+        return cls(outcome=Outcome.INVALID, reason=reason, **kw)
+
+
+def preference_row(pair: Pair, label: Label) -> dict | None:
+    """A labelled pair as a row in TRL's preference format (prompt / chosen / rejected).
+
+    Token ids ride along so DPO trains on exactly the tokens that were sampled and scored.
+    Ties and invalid labels make no row (returns None).
+    """
+    if not label.outcome.decisive:
+        return None
+    chosen, rejected = (pair.a, pair.b) if label.outcome is Outcome.A else (pair.b, pair.a)
+    return {
+        "prompt": pair.prompt.text,
+        "chosen": chosen.text,
+        "rejected": rejected.text,
+        "prompt_input_ids": list(pair.prompt.token_ids),
+        "chosen_input_ids": list(chosen.token_ids),
+        "rejected_input_ids": list(rejected.token_ids),
+        "pair_id": pair.id,
+        "prompt_id": pair.prompt.id,
+        "round": pair.round,
+        "scores": dict(pair.scores),
+        "outcome": label.outcome.value,
+        "p_a": label.p_a,
+        "swapped": label.swapped,
+        "judge": label.judge,
+        "cost": label.cost,
+        "tokens_in": label.tokens_in,
+        "tokens_out": label.tokens_out,
+        "cached": label.cached,
+    }
