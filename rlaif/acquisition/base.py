@@ -8,6 +8,9 @@ what each arm bought).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -21,6 +24,8 @@ from rlaif.types import Completion, Pair, Prompt
 
 if TYPE_CHECKING:
     from rlaif.generator.base import Generator, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,8 +44,10 @@ class AcquisitionConfig:
 class StageStats:
     generations: int = 0  # completions sampled
     tokens: int = 0  # completion tokens generated
-    scored: int = 0  # sequences scored by an extra forward pass
+    scored: int = 0  # sequences scored by an extra forward pass (policy or reference)
     seconds: float = 0.0
+    ref_scored: int = 0  # of ``scored``: reference forward passes (reference-cache misses)
+    ref_cache_hits: int = 0  # reference log-probs answered from the cache (no forward pass)
 
 
 class ComputeStats:
@@ -70,6 +77,8 @@ class ComputeStats:
             t.tokens += s.tokens
             t.scored += s.scored
             t.seconds += s.seconds
+            t.ref_scored += s.ref_scored
+            t.ref_cache_hits += s.ref_cache_hits
         return t
 
     def as_dict(self) -> dict:
@@ -98,19 +107,126 @@ class AcquisitionContext:
                               max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
                               seed=int(self.rng.integers(2**31)))
 
-    def implicit_rewards(self, completions: Sequence[Completion]) -> list[float]:
-        """r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over completion tokens."""
-        missing = [c for c in completions if c.logprob is None]
+    def policy_logprobs(self, completions: Sequence[Completion], stage: str = "pair_scoring") -> list[float]:
+        """log pi(y|x) under the current policy: free from sampling, else one counted forward pass."""
+        missing = list({c.key: c for c in completions if c.logprob is None}.values())
+        lp: dict[str, float] = {}
         if missing:
-            with self.stats.stage("pair_scoring") as st:
-                vals = self.generator.score(missing)
+            with self.stats.stage(stage) as st:
+                lp = dict(zip((c.key for c in missing), self.generator.score(missing)))
                 st.scored += len(missing)
-            lp = dict(zip((c.key for c in missing), vals))
-        else:
-            lp = {}
-        ref = self.reference_logprobs(completions)
-        return [self.beta * ((c.logprob if c.logprob is not None else lp[c.key]) - r)
-                for c, r in zip(completions, ref)]
+        return [c.logprob if c.logprob is not None else lp[c.key] for c in completions]
+
+    def reference_logprobs_counted(self, completions: Sequence[Completion],
+                                   stage: str = "pair_scoring") -> list[float]:
+        """log pi_ref(y|x) through the cached scorer, counting forward passes and cache hits."""
+        uniq = len({c.key for c in completions})
+        before = getattr(self.reference_logprobs, "passes", None)
+        with self.stats.stage(stage) as st:
+            vals = self.reference_logprobs(completions)
+            after = getattr(self.reference_logprobs, "passes", None)
+            # a scorer without a ``passes`` counter is counted as if nothing were cached
+            misses = uniq if before is None or after is None else after - before
+            st.scored += misses
+            st.ref_scored += misses
+            st.ref_cache_hits += len(completions) - misses
+        return list(vals)
+
+    def implicit_rewards(self, completions: Sequence[Completion], stage: str = "pair_scoring") -> list[float]:
+        """r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over completion tokens."""
+        pol = self.policy_logprobs(completions, stage)
+        ref = self.reference_logprobs_counted(completions, stage)
+        return [self.beta * (p - r) for p, r in zip(pol, ref)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared measurements and selection steps (used by every arm, each in its own file)
+# ---------------------------------------------------------------------------------------------
+
+def entropy_estimate(own_samples: Sequence[Completion]) -> float:
+    """H(x) ~= -(1/N) sum_n log pi(y_n|x), over the N samples *of this prompt* (y_n ~ pi(.|x)).
+
+    Log-probs are summed over completion tokens, not length-normalised (APL.md). The samples
+    must all continue the same prompt: averaging samples of other prompts (the released code's
+    sliding window) is exactly the defect this function exists to avoid.
+    """
+    if not own_samples:
+        raise ValueError("entropy_estimate needs at least one sample")
+    ids = own_samples[0].prompt.token_ids
+    if any(c.prompt.token_ids != ids for c in own_samples):
+        raise ValueError("entropy_estimate: samples of different prompts were mixed")
+    if any(c.logprob is None for c in own_samples):
+        raise ValueError("entropy_estimate: a sample has no log-prob (score it first)")
+    return -float(np.mean([c.logprob for c in own_samples]))
+
+
+def prompt_entropies(prompts: Sequence[Prompt], ctx: AcquisitionContext, n_samples: int,
+                     temperature: float = 1.0, stage: str = "prompt_scoring"
+                     ) -> tuple[np.ndarray, list[list[Completion]]]:
+    """Sample ``n_samples`` completions per prompt and estimate each prompt's entropy from its own.
+
+    Returns (entropies, samples), aligned with ``prompts``. Samples that came back without a
+    log-prob are scored under the policy (counted as ``scored`` in ``stage``).
+    """
+    if not prompts:
+        return np.zeros(0), []
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    with ctx.stats.stage(stage):
+        samples = ctx.generator.sample(list(prompts), ctx.sampling(n_samples, temperature))
+    ctx.stats.add_samples(stage, samples)
+    if len(samples) != len(prompts):
+        raise RuntimeError(f"generator returned {len(samples)} sample groups for {len(prompts)} prompts")
+    flat = [c for g in samples for c in g]
+    if any(c.logprob is None for c in flat):
+        lps = ctx.policy_logprobs(flat, stage)
+        it = iter(lps)
+        samples = [[dataclasses.replace(c, logprob=next(it)) for c in g] for g in samples]
+    for p, g in zip(prompts, samples):
+        if len(g) != n_samples or any(c.prompt.token_ids != p.token_ids for c in g):
+            raise RuntimeError(f"generator returned samples that do not belong to prompt {p.id!r}")
+    return np.array([entropy_estimate(g) for g in samples], dtype=float), samples
+
+
+def score_pairs(pairs: Sequence[Pair], ctx: AcquisitionContext, stage: str = "pair_scoring") -> np.ndarray:
+    """Implicit rewards of both sides of every pair; record r_a, r_b, certainty, policy_p_a.
+
+    certainty = |r_a - r_b|; policy_p_a = sigmoid(r_a - r_b), the policy's own preference for a
+    (the paper's equivalent uncertainty score is u = 1 - 2|policy_p_a - 1/2|). One batched call:
+    every completion's reference log-prob is computed at most once (and cached for the run).
+    """
+    if not pairs:
+        return np.zeros(0)
+    comps = [c for p in pairs for c in (p.a, p.b)]
+    r = ctx.implicit_rewards(comps, stage)
+    cert = np.empty(len(pairs))
+    for i, p in enumerate(pairs):
+        ra, rb = r[2 * i], r[2 * i + 1]
+        cert[i] = abs(ra - rb)
+        p.scores.update(r_a=float(ra), r_b=float(rb), certainty=float(cert[i]),
+                        policy_p_a=float(1.0 / (1.0 + math.exp(-(ra - rb)))))
+    return cert
+
+
+def ranked(scores: Sequence[float], largest: bool = True) -> list[int]:
+    """Indices from best to worst; ties keep their original (seeded, random) order."""
+    s = np.asarray(scores, dtype=float)
+    return [int(i) for i in np.argsort(-s if largest else s, kind="stable")]
+
+
+def shuffled_pool(prompts: Sequence[Prompt], m: int, ctx: AcquisitionContext, arm: str,
+                  what: str = "candidate prompts") -> list[Prompt]:
+    """The whole pool in a seeded random order; warns when the ``m`` wanted exceed the pool."""
+    if m > len(prompts):
+        log.warning("%s: wanted %d %s but the pool has only %d prompts; using all of them",
+                    arm, m, what, len(prompts))
+    return [prompts[i] for i in ctx.rng.permutation(len(prompts))]
+
+
+def draw_prompts(prompts: Sequence[Prompt], m: int, ctx: AcquisitionContext, arm: str,
+                 what: str = "candidate prompts") -> list[Prompt]:
+    """``m`` distinct prompts at random from the pool (all of them, with a warning, if fewer)."""
+    return shuffled_pool(prompts, m, ctx, arm, what)[:m]
 
 
 class Acquisition(ABC):
@@ -142,14 +258,23 @@ class Acquisition(ABC):
         return out
 
     def sample_pairs(self, prompts: Sequence[Prompt], ctx: AcquisitionContext, stage: str = "pair_generation",
-                     temperature: float | None = None) -> list[Pair]:
-        """Sample one pair per prompt; resample identical pairs up to ``max_tries`` times."""
+                     temperature: float | None = None, generator: "Generator | None" = None,
+                     source: str = "policy") -> list[Pair]:
+        """Sample one pair per prompt; resample identical pairs up to ``max_tries`` times.
+
+        ``generator`` / ``source`` default to the current policy (``ctx.generator``); the offline
+        arm passes the reference's.
+        """
+        gen = ctx.generator if generator is None else generator
         params = ctx.sampling(2, self.cfg.temperature if temperature is None else temperature,
                               self.cfg.top_p, self.cfg.top_k)
         pending, got = list(prompts), {}
         for _ in range(max(1, self.cfg.max_tries)):
+            if not pending:
+                break
             with ctx.stats.stage(stage):
-                samples = ctx.generator.sample(pending, params)
+                samples = (gen.sample(pending, params) if source == "policy"
+                           else gen.sample(pending, params, source=source))
             ctx.stats.add_samples(stage, samples)
             for p, pair in zip(pending, [Pair(p, s[0], s[1], round=ctx.round) for p, s in zip(pending, samples)]):
                 if not (self.cfg.drop_identical and pair.identical):
@@ -159,3 +284,19 @@ class Acquisition(ABC):
                 break
             params = ctx.sampling(2, params.temperature, params.top_p, params.top_k)
         return [got[p.id] for p in prompts if p.id in got]
+
+    def pairs_down_ranking(self, ranking: Sequence[Prompt], n: int, ctx: AcquisitionContext, **kw: Any) -> list[Pair]:
+        """One pair each for the first ``n`` prompts of ``ranking``; a prompt whose pairs stayed
+        identical (dropped) is replaced by the next prompt down the ranking."""
+        pairs: list[Pair] = []
+        pos = 0
+        while len(pairs) < n and pos < len(ranking):
+            take = list(ranking[pos:pos + n - len(pairs)])
+            pos += len(take)
+            pairs += self.sample_pairs(take, ctx, **kw)
+        return pairs
+
+    def warn_short(self, got: int, n: int, why: str) -> None:
+        """Say so when an arm returns fewer pairs than asked (never fall short silently)."""
+        if got < n:
+            log.warning("%s: returning %d of the %d pairs asked for (%s)", self.name, got, n, why)
