@@ -235,6 +235,9 @@ class Acquisition(ABC):
 
     def __init__(self, cfg: AcquisitionConfig, **_: Any) -> None:
         self.cfg = cfg
+        # what the last select() measured, for tests and benchmarks: 'entropy' {prompt id: H} of
+        # every prompt scored, 'candidates' [every candidate pair, with its scores]
+        self.last: dict[str, Any] = {}
 
     def prepare(self, prompts: Sequence[Prompt], budget_labels: int | None, ctx: AcquisitionContext) -> None:
         """Called once before round 1, while the policy still equals the reference."""

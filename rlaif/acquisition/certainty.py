@@ -37,6 +37,7 @@ class CertaintyAcquisition(Acquisition):
         candidates = self.pairs_down_ranking(order, cfg.f * n, ctx)
         # 2. implicit rewards; keep the n most (or least) certain
         certainty = score_pairs(candidates, ctx)
+        self.last = {"candidates": candidates}
         pairs = [candidates[i] for i in ranked(certainty, largest=self.keep_largest)[:n]]
         self.warn_short(len(pairs), n, f"{len(candidates)} candidate pairs")
         return pairs

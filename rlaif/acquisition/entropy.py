@@ -38,6 +38,7 @@ class EntropyAcquisition(Acquisition):
         entropy, _ = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
         by_entropy = [candidates[i] for i in ranked(entropy)]
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
+        self.last = {"entropy": h}
         # 2. one pair for each of the n most uncertain prompts (next ones replace dropped pairs)
         pairs = self.pairs_down_ranking(by_entropy, n, ctx)
         for p in pairs:

@@ -40,12 +40,14 @@ class HybridAcquisition(Acquisition):
         entropy, _ = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
         by_entropy = [candidates[i] for i in ranked(entropy)]
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
+        self.last = {"entropy": h, "candidates": []}
         # 2. one pair per kept prompt (the next prompt down the ranking replaces a dropped pair)
         pairs = self.pairs_down_ranking(by_entropy, n * cfg.f, ctx)
         for p in pairs:
             p.scores["entropy"] = h[p.prompt.id]
         # 3. certainty filter: the n pairs with the largest |r_a - r_b|
         certainty = score_pairs(pairs, ctx)
+        self.last["candidates"] = pairs
         kept = [pairs[i] for i in ranked(certainty)[:n]]
         self.warn_short(len(kept), n, f"{len(candidates)} candidate prompts, {len(pairs)} candidate pairs")
         return kept

@@ -66,6 +66,7 @@ class HybridReuseAcquisition(Acquisition):
         entropy, samples = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
         order = ranked(entropy)
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
+        self.last = {"entropy": h, "candidates": []}
         # 2-3. pair the samples of the top prompts, keep the most certain; widen if too few survive
         kept: list[Pair] = []
         used: dict[str, int] = {}
@@ -76,6 +77,7 @@ class HybridReuseAcquisition(Acquisition):
             pool = [pair for i in batch
                     for pair in candidate_pairs(candidates[i], samples[i], ctx.round, self.cfg.drop_identical)]
             certainty = score_pairs(pool, ctx)
+            self.last["candidates"] += pool
             for j in ranked(certainty):
                 pair = pool[j]
                 if used.get(pair.prompt.id, 0) >= per_prompt:
