@@ -1,0 +1,335 @@
+"""``openai``: any OpenAI-compatible chat endpoint as the judge (OpenAI, vLLM, serve-judge, ...).
+
+One chat request per pair (two in both-orders mode), the prompt rendered from the task's template.
+What can go wrong, and what happens:
+
+- 429, 5xx, timeouts, connection errors: retried with exponential backoff and jitter, honouring
+  the server's Retry-After; after ``max_attempts`` the label is INVALID with the last error as its
+  reason and the run goes on. A fault is never recorded as A or B.
+- an answer without a verdict on its final line: INVALID with the reason (paid, not retried).
+- 400 / 413 / 422 for one request (e.g. a pair too long for the model): INVALID with the reason.
+- bad key (401/403), unknown model (404), unreachable endpoint: :class:`OracleError` from
+  ``setup()`` before any budget is spent (and, should it happen mid-run, from the call).
+
+The API key is read from the environment variable named by ``api_key_env`` at setup and handed
+only to the SDK client: it is not in the config, identity, logs, reprs or exception messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import openai as sdk
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from rlaif.oracle import parsing, templates
+from rlaif.oracle.base import Oracle, OracleConfig, OracleError, Spend
+from rlaif.types import Label, Outcome, Pair
+
+log = logging.getLogger(__name__)
+
+CHAT_OVERHEAD_TOKENS = 32  # role markers and message framing, generously
+
+
+@dataclass
+class OpenAIConfig(OracleConfig):
+    base_url: str = field(default="https://api.openai.com/v1", metadata={
+        "help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or serve-judge"})
+    model: str = field(default="gpt-4o-mini", metadata={"help": "model name as the server knows it"})
+    api_key_env: Optional[str] = field(default="OPENAI_API_KEY", metadata={
+        "help": "NAME of the environment variable holding the API key (the key itself never goes in a config)"})
+    free: bool = field(default=False, metadata={
+        "help": "a local server that costs nothing: no prices needed, no key needed"})
+    price_input_per_mtok: Optional[float] = field(default=None, metadata={"help": "US$ per million input tokens"})
+    price_output_per_mtok: Optional[float] = field(default=None, metadata={"help": "US$ per million output tokens"})
+    template: Optional[str] = field(default=None, metadata={
+        "help": "judge prompt: a name under prompts/ or a file path (default: the task's rubric)"})
+    temperature: float = field(default=0.05, metadata={"help": "sampling temperature (the paper: 0.05)"})
+    max_tokens: int = field(default=128, metadata={"help": "max answer tokens (bounds the cost of a call)"})
+    mode: str = field(default="text", metadata={
+        "help": "text: outcome from the final verdict line | logprobs: also P(A) from the answer token's top log-probs"})
+    top_logprobs: int = field(default=5, metadata={"help": "alternatives requested per token in logprobs mode"})
+    both_orders: bool = field(default=False, metadata={
+        "help": "ask twice (shown and swapped): agreement gives the label, disagreement gives `on_disagreement`"})
+    on_disagreement: str = field(default="tie", metadata={"help": "tie | invalid (both-orders mode)"})
+    timeout_s: float = field(default=60.0, metadata={"help": "per-request timeout"})
+    max_attempts: int = field(default=5, metadata={"help": "attempts per request before the label is invalid"})
+    backoff_initial_s: float = field(default=1.0, metadata={"help": "first backoff wait (doubles per retry)"})
+    backoff_max_s: float = field(default=60.0, metadata={"help": "longest backoff wait"})
+    backoff_jitter_s: float = field(default=1.0, metadata={"help": "random extra wait, up to this"})
+    max_retry_after_s: float = field(default=120.0, metadata={"help": "cap on a server's Retry-After"})
+    requests_per_minute: Optional[float] = field(default=None, metadata={"help": "client-side request rate limit"})
+    tokens_per_minute: Optional[float] = field(default=None, metadata={
+        "help": "client-side token rate limit (counts the worst case of each request)"})
+    batch_size: int = 1
+    concurrency: int = field(default=16, metadata={"help": "requests in flight at once"})
+
+
+class RateLimiter:
+    """An async token bucket: ``rate_per_minute`` units refill continuously, bursts up to one second's worth."""
+
+    def __init__(self, rate_per_minute: float) -> None:
+        if rate_per_minute <= 0:
+            raise OracleError(f"rate limits must be positive, got {rate_per_minute}")
+        self.rate = rate_per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self._lock: asyncio.Lock | None = None
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)  # a request bigger than the bucket waits for a full one
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # first come, first served
+            while True:
+                now = time.monotonic()
+                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= amount:
+                    self.level -= amount
+                    return
+                await asyncio.sleep((amount - self.level) / self.rate)
+
+
+def _retryable(e: BaseException) -> bool:
+    if isinstance(e, (sdk.APITimeoutError, sdk.APIConnectionError)):
+        return True
+    if isinstance(e, sdk.APIStatusError):
+        return e.status_code in (408, 409, 429) or e.status_code >= 500
+    return False
+
+
+def retry_after_s(e: BaseException | None) -> float | None:
+    """The server's Retry-After (seconds or HTTP date; also retry-after-ms), if any."""
+    if not isinstance(e, sdk.APIStatusError):
+        return None
+    h = e.response.headers
+    if h.get("retry-after-ms"):
+        try:
+            return float(h["retry-after-ms"]) / 1000.0
+        except ValueError:
+            pass
+    ra = h.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(ra)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+class OpenAIOracle(Oracle):
+    Config = OpenAIConfig
+    kind = "openai"
+    free = False
+
+    def __init__(self, cfg: OpenAIConfig, *, task: Any = None, **kw: Any) -> None:
+        super().__init__(cfg, task=task, **kw)
+        if cfg.mode not in ("text", "logprobs"):
+            raise OracleError(f"oracle.mode must be 'text' or 'logprobs', got {cfg.mode!r}")
+        if cfg.on_disagreement not in ("tie", "invalid"):
+            raise OracleError(f"oracle.on_disagreement must be 'tie' or 'invalid', got {cfg.on_disagreement!r}")
+        if cfg.max_attempts < 1:
+            raise OracleError("oracle.max_attempts must be at least 1")
+        self.free = bool(cfg.free)
+        self.template = templates.choose(cfg.template, task)
+        self._client: sdk.AsyncOpenAI | None = None
+        self._secret: str | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._rpm = RateLimiter(cfg.requests_per_minute) if cfg.requests_per_minute else None
+        self._tpm = RateLimiter(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        self.base_url = cfg.base_url.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"OpenAIOracle(base_url={self.base_url!r}, model={self.cfg.model!r})"
+
+    def identity(self) -> dict:
+        c = self.cfg
+        return {"kind": self.kind, "base_url": self.base_url, "model": c.model, "template": self.template.name,
+                "template_hash": self.template.hash, "temperature": c.temperature, "max_tokens": c.max_tokens,
+                "mode": c.mode, "both_orders": c.both_orders,
+                "on_disagreement": c.on_disagreement if c.both_orders else None,
+                "swap_p": c.swap_p, "seed": c.seed}
+
+    # -- secrets ---------------------------------------------------------------------------------
+    def scrub(self, text: str) -> str:
+        """Remove the key (and any long piece of it a server echoes back) from a message."""
+        s = self._secret
+        if s and len(s) >= 8:
+            text = text.replace(s, "***")
+            for n in (16, 12, 8):  # providers echo partial keys, e.g. "sk-abc...wxyz"
+                for i in range(0, len(s) - n + 1):
+                    if s[i:i + n] in text:
+                        text = text.replace(s[i:i + n], "***")
+        elif s:
+            text = text.replace(s, "***")
+        return text
+
+    def _describe(self, e: BaseException) -> str:
+        if isinstance(e, sdk.APIStatusError):
+            msg = f"HTTP {e.status_code}"
+            body = e.body.get("message") if isinstance(e.body, dict) else None
+            body = body or (e.body.get("error", {}).get("message") if isinstance(e.body, dict)
+                            and isinstance(e.body.get("error"), dict) else None)
+            if body:
+                msg += f" ({str(body)[:200]})"
+        elif isinstance(e, sdk.APITimeoutError):
+            msg = f"timeout after {self.cfg.timeout_s:g}s"
+        elif isinstance(e, sdk.APIConnectionError):
+            cause = e.__cause__ or e.__context__
+            msg = f"connection error ({type(cause).__name__ if cause else 'no response'})"
+        else:
+            msg = f"{type(e).__name__}: {str(e)[:200]}"
+        return self.scrub(msg)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Key, prices, endpoint and model checked before any budget is spent (one GET /models)."""
+        c = self.cfg
+        if not self.free and (c.price_input_per_mtok is None or c.price_output_per_mtok is None):
+            raise OracleError(f"oracle {self.name!r} is a paid judge ({self.base_url}) with no price: set "
+                              "oracle.price_input_per_mtok and oracle.price_output_per_mtok (US$ per million "
+                              "tokens), or oracle.free=true for a local server")
+        key = os.environ.get(c.api_key_env) if c.api_key_env else None
+        if not key:
+            if not self.free:
+                raise OracleError(f"oracle {self.name!r}: the environment variable {c.api_key_env!r} holding the "
+                                  "API key is not set (oracle.api_key_env names it)")
+            key = "EMPTY"  # local servers accept anything
+        self._secret = key if key != "EMPTY" else None
+        if self._client is not None:
+            await self._client.close()
+        self._client = sdk.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=c.timeout_s)
+        self._sem = asyncio.Semaphore(max(1, c.concurrency))
+        try:
+            listed = [m.id async for m in self._client.models.list()]
+        except sdk.AuthenticationError as e:
+            raise OracleError(f"oracle {self.name!r}: the server at {self.base_url} rejected the API key from "
+                              f"${c.api_key_env}: {self._describe(e)}") from None
+        except sdk.PermissionDeniedError as e:
+            raise OracleError(f"oracle {self.name!r}: permission denied at {self.base_url}: {self._describe(e)}") from None
+        except sdk.NotFoundError:
+            listed = None  # the server has no model list: the first call will tell
+        except (sdk.APIConnectionError, sdk.APIStatusError) as e:
+            raise OracleError(f"oracle {self.name!r}: cannot reach the judge endpoint {self.base_url}: "
+                              f"{self._describe(e)}") from None
+        if listed is not None and c.model not in listed:
+            raise OracleError(f"oracle {self.name!r}: unknown model {c.model!r} at {self.base_url}; the server "
+                              f"offers: {', '.join(listed[:20]) or '(none)'}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- cost ------------------------------------------------------------------------------------
+    def _input_bound(self, pair: Pair) -> int:
+        """Safe upper bound on input tokens: no tokenizer makes more tokens than UTF-8 bytes."""
+        text = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
+        return len(text.encode("utf-8")) + CHAT_OVERHEAD_TOKENS
+
+    def _price(self, tokens_in: int, tokens_out: int) -> float:
+        if self.free:
+            return 0.0
+        return (tokens_in * (self.cfg.price_input_per_mtok or 0.0)
+                + tokens_out * (self.cfg.price_output_per_mtok or 0.0)) / 1e6
+
+    def worst_case(self, pair: Pair) -> Spend:
+        calls = 2 if self.cfg.both_orders else 1
+        t_in, t_out = self._input_bound(pair), self.cfg.max_tokens
+        return Spend(labels=1, dollars=calls * self._price(t_in, t_out), tokens=calls * (t_in + t_out))
+
+    # -- judging ---------------------------------------------------------------------------------
+    async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
+        return list(await asyncio.gather(*(self._judge_pair(p) for p in shown)))
+
+    async def _judge_pair(self, pair: Pair) -> Label:
+        first = await self._ask(pair)
+        if not self.cfg.both_orders:
+            return first
+        second = await self._ask(pair.swapped())  # in the swapped pair's order: flip back
+        second.outcome = second.outcome.flipped()
+        if second.p_a is not None:
+            second.p_a = 1.0 - second.p_a
+        merged = Label(outcome=first.outcome, p_a=None, raw=f"{first.raw}\n---\n{second.raw}",
+                       tokens_in=first.tokens_in + second.tokens_in, tokens_out=first.tokens_out + second.tokens_out,
+                       cost=first.cost + second.cost, latency=first.latency + second.latency,
+                       attempts=first.attempts + second.attempts)
+        if Outcome.INVALID in (first.outcome, second.outcome):
+            bad = first if first.outcome is Outcome.INVALID else second
+            merged.outcome, merged.reason = Outcome.INVALID, f"{'first' if bad is first else 'second'} order: {bad.reason}"
+        elif first.outcome is not second.outcome:
+            merged.outcome = Outcome.TIE if self.cfg.on_disagreement == "tie" else Outcome.INVALID
+            merged.reason = f"the two orders disagree ({first.outcome.value} then {second.outcome.value})"
+        if first.p_a is not None and second.p_a is not None:
+            merged.p_a = (first.p_a + second.p_a) / 2
+        return merged
+
+    def _wait(self, state: Any) -> float:
+        backoff = wait_exponential_jitter(initial=self.cfg.backoff_initial_s, max=self.cfg.backoff_max_s,
+                                          jitter=self.cfg.backoff_jitter_s)
+        ra = retry_after_s(state.outcome.exception() if state.outcome else None)
+        return min(ra, self.cfg.max_retry_after_s) if ra is not None else backoff(state)
+
+    async def _ask(self, pair: Pair) -> Label:
+        """One judgement of ``pair`` as shown, with retries. Outcome in the shown order."""
+        if self._client is None:
+            raise OracleError(f"oracle {self.name!r}: call setup() before judging")
+        c = self.cfg
+        content = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
+        bound = len(content.encode("utf-8")) + CHAT_OVERHEAD_TOKENS + c.max_tokens
+        kwargs: dict[str, Any] = {"model": c.model, "messages": [{"role": "user", "content": content}],
+                                  "temperature": c.temperature, "max_tokens": c.max_tokens}
+        if c.mode == "logprobs":
+            kwargs.update(logprobs=True, top_logprobs=c.top_logprobs)
+        attempts = 0
+        t0 = time.monotonic()
+
+        async def call() -> Any:
+            nonlocal attempts
+            assert self._sem is not None
+            async with self._sem:
+                if self._rpm:
+                    await self._rpm.acquire(1)
+                if self._tpm:
+                    await self._tpm.acquire(bound)
+                attempts += 1
+                return await self._client.chat.completions.create(**kwargs)
+
+        try:
+            resp = await AsyncRetrying(stop=stop_after_attempt(c.max_attempts), wait=self._wait,
+                                       retry=retry_if_exception(_retryable), reraise=True)(call)
+        except (sdk.AuthenticationError, sdk.PermissionDeniedError, sdk.NotFoundError) as e:
+            raise OracleError(f"oracle {self.name!r}: fatal error from {self.base_url} (model {c.model!r}): "
+                              f"{self._describe(e)}") from None
+        except sdk.OpenAIError as e:  # every other failure is an invalid label with its reason
+            what = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: " if _retryable(e)
+                    else "rejected by the server: ")
+            log.warning("judge request failed: %s%s", what, self._describe(e))
+            return Label.invalid(what + self._describe(e), attempts=attempts, latency=time.monotonic() - t0)
+        # a paid answer from here on: usage as reported (the bound where the server reports none)
+        usage = getattr(resp, "usage", None)
+        t_in = usage.prompt_tokens if usage and usage.prompt_tokens is not None else bound - c.max_tokens
+        t_out = usage.completion_tokens if usage and usage.completion_tokens is not None else c.max_tokens
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            return Label.invalid("the server answered with no choices", raw=str(resp)[:2000], tokens_in=t_in,
+                                 tokens_out=t_out, cost=self._price(t_in, t_out),
+                                 latency=time.monotonic() - t0, attempts=attempts)
+        choice = choices[0]
+        text = choice.message.content if choice.message else None
+        verdict = parsing.parse_verdict(text, truncated=choice.finish_reason == "length")
+        p_a = None
+        if c.mode == "logprobs" and choice.logprobs is not None:
+            p_a = parsing.p_a_from_logprobs(choice.logprobs.content, verdict.outcome)
+        return Label(outcome=verdict.outcome, reason=verdict.reason, p_a=p_a, raw=text, tokens_in=t_in,
+                     tokens_out=t_out, cost=self._price(t_in, t_out), latency=time.monotonic() - t0,
+                     attempts=attempts)

@@ -1,0 +1,96 @@
+"""Reading an LLM judge's answer: only its final verdict line decides.
+
+The answer format asked for by every template is one comparison sentence, then a final line
+``Preferred: A`` or ``Preferred: B``. Only the last non-empty line is read, so a verdict quoted
+earlier in the answer (for instance a completion that itself contains "Preferred: B", echoed
+by the judge) never decides the label. Anything else is INVALID with a reason -- never a side.
+
+Accepted final lines (case-insensitive keyword, optional markdown emphasis and quotes):
+``Preferred: A`` / ``Answer: B`` / ``Verdict: (A)`` / ``Preferred: Response B`` / ``A`` /
+``Preferred: tie`` (a tie, recorded as such; the templates ask the judge to choose).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from rlaif.types import Outcome
+
+_KEY = r"(?:preferred|preference|answer|final answer|verdict|choice|winner|better)"
+_SIDE = r"(?:response|option|completion|summary|continuation)?"
+_FINAL = re.compile(rf"^(?:{_KEY}\s*[:=\-]\s*)?{_SIDE}\s*\(?\s*(?P<v>[AB]|tie)\s*\)?\s*\.?$", re.I)
+_STRIP = str.maketrans("", "", "*`\"'_#>[]")
+
+
+@dataclass
+class Verdict:
+    outcome: Outcome  # in the order shown to the judge
+    reason: str | None = None
+
+
+def _short(s: str, n: int = 80) -> str:
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def final_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def parse_verdict(text: str | None, *, truncated: bool = False) -> Verdict:
+    """The verdict on the judge's final line, in the order shown."""
+    if text is None or not text.strip():
+        return Verdict(Outcome.INVALID, "empty answer")
+    last = final_line(text).translate(_STRIP).strip()
+    m = _FINAL.match(last)
+    if m is None:
+        why = "answer cut off at max_tokens before a verdict" if truncated else "no verdict on the final line"
+        return Verdict(Outcome.INVALID, f"{why}: {_short(final_line(text))!r}")
+    v = m.group("v")
+    if v.lower() == "tie":
+        return Verdict(Outcome.TIE)
+    if v not in ("A", "B") and not re.match(rf"^{_KEY}", last, re.I):
+        # a bare lowercase 'a' / 'b' line is prose, not a verdict
+        return Verdict(Outcome.INVALID, f"no verdict on the final line: {_short(final_line(text))!r}")
+    return Verdict(Outcome(v.upper()))
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def p_a_from_logprobs(content: Iterable[Any] | None, verdict: Outcome) -> float | None:
+    """P(A) (shown order) from the top log-probs of the answer token, where the server gave them.
+
+    ``content`` is the OpenAI ``choices[0].logprobs.content`` list. The answer token is the last
+    generated token that reads as the verdict letter; P(A) = p(A) / (p(A) + p(B)) over the top
+    alternatives at that position (variants such as " A" count as A).
+    """
+    if content is None or not verdict.decisive:
+        return None
+    tokens = list(content)
+    for tok in reversed(tokens):
+        if (_get(tok, "token") or "").strip().strip("*\"'()") != verdict.value:
+            continue
+        mass = {"A": 0.0, "B": 0.0}
+        tops = _get(tok, "top_logprobs") or []
+        for alt in tops:
+            letter = (_get(alt, "token") or "").strip().strip("*\"'()")
+            if letter in mass:
+                mass[letter] += math.exp(_get(alt, "logprob"))
+        if not tops:  # the server gave only the sampled token's own log-prob
+            mass[verdict.value] = math.exp(_get(tok, "logprob"))
+        other = "B" if verdict is Outcome.A else "A"
+        if mass[other] == 0.0:
+            # the other letter is not listed: bound its probability from above, so P(A) errs towards 1/2
+            mass[other] = (min(math.exp(_get(a, "logprob")) for a in tops) if tops
+                           else max(0.0, 1.0 - mass[verdict.value]))
+        total = mass["A"] + mass["B"]
+        if total <= 0:
+            return None
+        return mass["A"] / total
+    return None
