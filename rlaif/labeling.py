@@ -1,29 +1,55 @@
 """Buying labels: oracle + ledger + budget + concurrency, wired in one place.
 
-For every pair: answer from the ledger if this judge already labelled it (free); otherwise
-reserve the worst-case spend, call the judge, commit the row to the ledger, then settle the
-budget with what the call really cost. A label is used only after its row is committed.
-The ``labels`` limit counts every label the experiment acquires (cached ones too); dollars and
-tokens count only what was paid.
+For every pair: answer from the run's ledger (or the shared cache) if this judge already answered
+this exact request (free); otherwise reserve the worst-case spend, commit a *pending* row, call the
+judge, commit the answer (dropping the pending row in the same transaction), then settle the budget
+with what the call really cost. A label is handed out only after its row is committed.
+
+The ``labels`` limit counts every label acquired for training (ledger hits too); dollars and tokens
+count only what was paid (plus the worst case of requests lost in flight).
+Duplicate requests in one call are asked once. Evaluation labels (``purpose="eval"``) are paid for
+in dollars and tokens but do not count against ``labels``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Sequence
 
-from rlaif.budget import Budget
-from rlaif.ledger import Ledger, request_key
+from rlaif.budget import WAIT, Budget, check_prices
+from rlaif.ledger import Ledger, LedgerError, reorient, request_key
 from rlaif.oracle.base import Oracle, Spend
-from rlaif.types import Label, Pair
+from rlaif.types import Label, Outcome, Pair
 
 log = logging.getLogger(__name__)
 
 
+def _spend_of(labels: Sequence[Label], counted: bool) -> Spend:
+    return Spend(len(labels) if counted else 0, sum(float(l.cost) for l in labels),
+                 sum(int(l.tokens_in) + int(l.tokens_out) for l in labels))
+
+
 class Labeler:
-    def __init__(self, oracle: Oracle, budget: Budget | None, ledger: Ledger, shared: Ledger | None = None,
-                 progress: bool = True) -> None:
+    """Labels pairs through ``oracle`` under ``budget``, recording every request in ``ledger``.
+
+    ``shared`` is an optional cross-run cache: a :class:`Ledger` opened with ``role="cache"`` or a
+    path (opened as one). Only decisive and tie answers are shared across runs (a failed or
+    unparseable answer is never served to another run); within a run every committed answer is
+    final, so a resumed run gets exactly the answers the interrupted one paid for.
+    """
+
+    def __init__(self, oracle: Oracle, budget: Budget | None, ledger: Ledger,
+                 shared: Ledger | str | Path | None = None, progress: bool = True) -> None:
+        if ledger.role != "run":
+            raise LedgerError(f"{ledger.path} was opened as a shared cache; the Labeler needs the run's own "
+                              f"ledger (Ledger(path)) and takes the cache as shared=")
+        if shared is not None and not isinstance(shared, Ledger):
+            shared = Ledger(shared, role="cache")
+        if shared is not None and shared.role != "cache":
+            raise LedgerError(f"shared cache {shared.path} must be opened with role='cache'")
         self.oracle = oracle
         self.budget = budget
         self.ledger = ledger
@@ -31,8 +57,17 @@ class Labeler:
         self.progress = progress
         self.identity = oracle.identity()
         self.identity_hash = oracle.identity_hash()
+        self.prices = check_prices(oracle)  # a paid judge without prices fails here, before any spend
         self._ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: dict[str, asyncio.Future] = {}
+        self.stats = self._zero_stats()
+        self.last_stats = self._zero_stats()
+
+    @staticmethod
+    def _zero_stats() -> dict:
+        return {"requested": 0, "labelled": 0, "cached": 0, "paid": 0, "refused": 0, "lost": 0, "failed": 0,
+                "invalid": 0, "dollars": 0.0, "tokens": 0, "latency_sum": 0.0}
 
     async def setup(self) -> None:
         if not self._ready:
@@ -40,70 +75,173 @@ class Labeler:
             self._ready = True
 
     def key(self, pair: Pair) -> str:
-        return request_key(self.identity_hash, pair)
+        return request_key(self.identity, pair, self.oracle.swap_for(pair))
 
-    def _cached(self, pair: Pair, key: str, purpose: str) -> Label | None:
+    # -- cache -------------------------------------------------------------------------------------
+    def _cached(self, pair: Pair, key: str, swapped: bool, purpose: str) -> Label | None:
         hit = self.ledger.get(key)
         if hit is None and self.shared is not None:
             hit = self.shared.get(key)
-            if hit is not None:  # keep the run's own ledger complete
-                self.ledger.put(key, self.identity, pair, hit, purpose)
-        if hit is not None:
-            hit.cached, hit.cost, hit.tokens_in, hit.tokens_out, hit.latency = True, 0.0, 0, 0, 0.0
+            if hit is not None and not hit.outcome.decisive and hit.outcome is not Outcome.TIE:
+                hit = None
+            if hit is not None:  # keep the run's own ledger complete (a free row, not paid by this run)
+                self.ledger.put(key, self.identity, pair, reorient(hit, swapped), purpose, paid=False,
+                                source=f"cache:{self.shared.path}")
+        if hit is None:
+            return None
+        hit = reorient(hit, swapped)
+        hit.cached, hit.cost, hit.tokens_in, hit.tokens_out, hit.latency = True, 0.0, 0, 0, 0.0
         return hit
 
+    # -- budget waiting ---------------------------------------------------------------------------
+    async def _reserve(self, worst: Spend, cond: asyncio.Condition, cached: bool = False):
+        if self.budget is None:
+            return None
+        async with cond:
+            while True:
+                r = self.budget.try_reserve(worst, cached)
+                if r is not WAIT:
+                    return r if r is not None else False
+                await cond.wait()
+
+    async def _settle(self, res, actual: Spend, cond: asyncio.Condition) -> None:
+        if self.budget is not None and res:
+            self.budget.settle(res, actual)
+            async with cond:
+                cond.notify_all()
+
+    # -- labelling ---------------------------------------------------------------------------------
     async def alabel(self, pairs: Sequence[Pair], purpose: str = "train") -> list[Label | None]:
-        """One label per pair, or None where the budget did not allow buying it."""
+        """One label per pair, in the pair's own order, or None where the budget did not allow it."""
+        if purpose not in ("train", "eval"):
+            raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
         await self.setup()
-        results: list[Label | None] = [None] * len(pairs)
-        todo: list[int] = []
-        for i, p in enumerate(pairs):
-            hit = self._cached(p, self.key(p), purpose)
-            if hit is None:
-                todo.append(i)
-                continue
-            if self.budget is not None and purpose == "train":
-                r = self.budget.reserve(Spend(labels=1))
-                if r is None:
-                    continue
-                self.budget.settle(r, Spend(labels=1))
-            results[i] = hit
-
-        bs = max(1, self.oracle.cfg.batch_size)
-        batches = [todo[i:i + bs] for i in range(0, len(todo), bs)]
-        sem = asyncio.Semaphore(max(1, self.oracle.cfg.concurrency))
+        stats = self._zero_stats()
+        stats["requested"] = len(pairs)
         counted = purpose == "train"
+        cond = asyncio.Condition()
+        results: list[Label | None] = [None] * len(pairs)
+        swaps = [self.oracle.swap_for(p) for p in pairs]
+        keys = [request_key(self.identity, p, s) for p, s in zip(pairs, swaps)]
 
-        async def run(batch: list[int]) -> None:
+        # 1. ledger hits: free (they still count as labels for training)
+        todo: dict[str, list[int]] = {}
+        for i, (p, k, s) in enumerate(zip(pairs, keys, swaps)):
+            hit = self._cached(p, k, s, purpose)
+            if hit is None:
+                todo.setdefault(k, []).append(i)
+                continue
+            if counted and self.budget is not None:
+                r = await self._reserve(Spend(labels=1), cond, cached=True)
+                if not r:
+                    stats["refused"] += 1
+                    continue
+                await self._settle(r, Spend(labels=1), cond)
+            results[i] = hit
+            stats["cached"] += 1
+
+        # 2. misses: one request per distinct key, batched, at most `concurrency` batches in flight
+        firsts = list(todo)
+        bs = max(1, int(getattr(self.oracle.cfg, "batch_size", 1) or 1))
+        batches = [firsts[j:j + bs] for j in range(0, len(firsts), bs)]
+        sem = asyncio.Semaphore(max(1, int(getattr(self.oracle.cfg, "concurrency", 1) or 1)))
+
+        def fill(k: str, lab: Label) -> None:
+            for i in todo[k]:  # same request, possibly from the reversed pair: same answer, re-oriented
+                results[i] = reorient(lab, swaps[i])
+
+        async def run(batch: list[str]) -> None:
             async with sem:
-                worst = Spend()
-                for i in batch:
-                    worst = worst + self.oracle.worst_case(pairs[i])
-                if not counted:
-                    worst = Spend(0, worst.dollars, worst.tokens)
-                res = self.budget.reserve(worst) if self.budget is not None else None
-                if self.budget is not None and res is None:
+                # another labelling call of this Labeler may be asking the same key right now
+                mine: list[str] = []
+                for k in batch:
+                    other = self._inflight.get(k)
+                    if other is not None:
+                        lab = await asyncio.shield(other)
+                        if lab is not None:
+                            fill(k, lab)
+                    else:
+                        mine.append(k)
+                if not mine:
                     return
-                batch_pairs = [pairs[i] for i in batch]
+                idx = [todo[k][0] for k in mine]
+                per = [self.oracle.worst_case(pairs[i]) for i in idx]
+                if not counted:
+                    per = [Spend(0, w.dollars, w.tokens) for w in per]
+                worst = Spend()
+                for w in per:
+                    worst = worst + w
+                res = await self._reserve(worst, cond)
+                if res is False:
+                    stats["refused"] += sum(len(todo[k]) for k in mine)
+                    return
+                loop = asyncio.get_running_loop()
+                futs = {k: loop.create_future() for k in mine}
+                self._inflight.update(futs)
+                pend: list[int] = []
+                committed: set[int] = set()
+                called = False
                 try:
-                    labels = await self.oracle.judge(batch_pairs)
-                except Exception as e:  # noqa: BLE001 -- the call may have been paid: charge the worst case
-                    log.warning("judge call failed: %s", e)
-                    if res is not None:
-                        self.budget.settle(res, worst)
+                    for k, i, w in zip(mine, idx, per):
+                        pend.append(self.ledger.begin(k, pairs[i], purpose, self.oracle.name, w))
+                    t0 = time.time()
+                    called = True
+                    labels = await self.oracle.judge([pairs[i] for i in idx])
+                    for k, i, pid, lab in zip(mine, idx, pend, labels):
+                        if lab.swapped != swaps[i]:
+                            raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
+                                               f"swap for pair {pairs[i].id} is {swaps[i]}")
+                        if lab.outcome is Outcome.INVALID and lab.raw is None:
+                            # no answer at all (retries exhausted, ...): not a label, never served from the ledger
+                            self.ledger.fail(k, pairs[i], lab, purpose, pending_id=pid)
+                            committed.add(pid)
+                            stats["failed"] += 1
+                            continue
+                        self.ledger.put(k, self.identity, pairs[i], lab, purpose, paid=True, source="judge",
+                                        pending_id=pid, started_at=t0)
+                        committed.add(pid)
+                        stats["paid"] += 1
+                        if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
+                            self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
+                                            source=f"run:{self.ledger.path}")
+                    actual = _spend_of(labels, counted)
+                    await self._settle(res, actual, cond)
+                    res = None
+                    stats["dollars"] += actual.dollars
+                    stats["tokens"] += actual.tokens
+                    stats["latency_sum"] += sum(float(l.latency) for l in labels)
+                    stats["invalid"] += sum(1 for l in labels if l.outcome is Outcome.INVALID)
+                    for k, lab in zip(mine, labels):
+                        futs[k].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
+                        fill(k, lab)
+                except BaseException as e:
+                    left = [p for p in pend if p not in committed]
+                    if left:  # the call may have been billed: those requests are lost, charged at worst case
+                        log.warning("judge call failed (%d request(s) charged at worst case): %r", len(left), e)
+                        self.ledger.abandon(left, f"judge call failed: {type(e).__name__}: {e}")
+                        stats["lost"] += len(left)
                     raise
-                actual = Spend(len(batch) if counted else 0, sum(l.cost for l in labels),
-                               sum(l.tokens_in + l.tokens_out for l in labels))
-                for i, lab in zip(batch, labels):
-                    self.ledger.put(self.key(pairs[i]), self.identity, pairs[i], lab, purpose)
-                    if self.shared is not None:
-                        self.shared.put(self.key(pairs[i]), self.identity, pairs[i], lab, purpose)
-                    results[i] = lab
-                if res is not None:
-                    self.budget.settle(res, actual)
+                finally:
+                    if res:  # not settled: charge the worst case if the call was made, else give it back
+                        await self._settle(res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
+                    for k, f in futs.items():
+                        if not f.done():
+                            f.set_result(None)
+                        self._inflight.pop(k, None)
 
-        await asyncio.gather(*(run(b) for b in batches))
+        outcomes = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
+        for o in outcomes:
+            if isinstance(o, BaseException):
+                self._accumulate(stats, results)
+                raise o
+        self._accumulate(stats, results)
         return results
+
+    def _accumulate(self, stats: dict, results: list) -> None:
+        stats["labelled"] = sum(1 for r in results if r is not None)
+        self.last_stats = stats
+        for k, v in stats.items():
+            self.stats[k] += v
 
     # one event loop for the labeler's whole life: async HTTP clients stay bound to it
     def _run(self, coro):
@@ -115,11 +253,16 @@ class Labeler:
         return self._run(self.alabel(pairs, purpose))
 
     def check(self) -> None:
-        """Run the judge's preflight (fatal errors stop the run before any spend)."""
+        """Start-up checks: prices (done at construction) and the judge's preflight. Fatal errors
+        stop the run here, before any spend."""
         self._run(self.setup())
 
     def close(self) -> None:
         if self._loop is not None:
-            self._loop.run_until_complete(self.oracle.aclose())
-            self._loop.close()
-            self._loop = None
+            try:
+                self._loop.run_until_complete(self.oracle.aclose())
+            finally:
+                self._loop.close()
+                self._loop = None
+        if self.shared is not None:
+            self.shared.close()

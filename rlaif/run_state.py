@@ -1,0 +1,324 @@
+"""Per-round state of a run, saved atomically in the run directory, so a killed run can resume.
+
+Layout (under ``RUN_DIR/state/``)::
+
+    state.json                 rounds: acquired / trained (adapter dir) / metrics; config fingerprint
+    round_0000.pairs.jsonl     the candidate pairs acquired in round 0 (``Pair.to_dict()`` per line)
+
+Every file is written to a temporary file, fsynced and renamed over the old one, so a reader
+never sees half a file. The loop uses it like this::
+
+    fp = label_fingerprint(cfg)                 # the label-changing part of the config
+    state = RunState(run_dir)
+    state.check_config(fp, ledger=ledger)       # first start: record; resume: refuse on a change
+    budget.restore(ledger)                      # dollars / tokens already paid (resume only)
+    for r in rounds:
+        pairs = state.pairs(r)
+        if pairs is None:
+            pairs = acquire(rng=np.random.default_rng(round_seed(cfg.seed, r)))
+            state.save_pairs(r, pairs)          # BEFORE labelling
+        labels = labeler.label(pairs)           # ledger hits are free
+        if not state.trained(r):
+            train(...); state.mark_trained(r, adapter_dir)
+        state.save_metrics(r, metrics)          # rewrites metrics.jsonl, one line per round
+    state.mark_finished()
+
+Randomness is derived from (seed, round) (:func:`round_seed`), so no RNG state is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from rlaif.ledger import ConfigChangedError, canonical
+from rlaif.types import Pair
+
+STATE_VERSION = 1
+
+# Config keys that do not change which pairs are acquired or how they are judged: changing them on
+# resume is allowed. Everything else is part of the fingerprint (fnmatch patterns on dotted keys).
+SAFE_KEYS: tuple[str, ...] = (
+    "resume", "threads", "ledger_cache", "save_model", "hydra", "hydra.*",
+    "budget.labels", "budget.dollars", "budget.tokens", "budget.wall_seconds", "budget.max_rounds",
+    "eval", "eval.*",
+    "oracle.concurrency", "oracle.requests_per_minute", "oracle.tokens_per_minute", "oracle.rpm", "oracle.tpm",
+    "oracle.timeout", "oracle.timeout_s", "oracle.max_attempts", "oracle.max_retries", "oracle.retry*",
+    "oracle.backoff*", "oracle.api_key_env", "oracle.price*", "oracle.prices", "oracle.prices.*",
+    "oracle.*.concurrency", "oracle.*.api_key_env", "oracle.*.price*", "oracle.*.timeout*",
+    "oracle.*.max_attempts", "oracle.*.requests_per_minute", "oracle.*.tokens_per_minute",
+    "oracle.inner.concurrency",
+)
+
+
+def round_seed(seed: int, round: int, *tags: Any) -> int:
+    """A 63-bit seed derived from (seed, round, tags...): the per-round RNG needs no saved state."""
+    h = hashlib.sha256(canonical([int(seed), int(round), *tags]).encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
+
+
+def _plain(cfg: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except ImportError:  # pragma: no cover
+        pass
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return _plain(dataclasses.asdict(cfg))
+    if isinstance(cfg, dict):
+        return {str(k): _plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [_plain(v) for v in cfg]
+    return cfg
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        if not d and prefix:
+            out[prefix] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = d
+    return out
+
+
+def _safe(key: str, safe: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, pat) or key.startswith(pat + ".") for pat in safe)
+
+
+def label_fingerprint(cfg: Any, oracle: Any = None, safe: Iterable[str] = SAFE_KEYS) -> dict:
+    """The label-changing part of a run config, as a flat ``{dotted.key: value}`` dict.
+
+    Everything that decides which pairs are acquired (seed, task, policy, generator, acquisition,
+    trainer -- it shapes the next round's policy --, ``budget.labels_per_round``) or how they are
+    judged (the oracle's config and, if given, its :meth:`identity`) is in; keys matching
+    :data:`SAFE_KEYS` (limits, concurrency, timeouts, prices, evaluation, paths) are out.
+    """
+    flat = {k: v for k, v in _flatten(_plain(cfg)).items() if not _safe(k, safe)}
+    if oracle is not None:
+        for k, v in _flatten(_plain(oracle.identity()), "oracle_identity").items():
+            flat[k] = v
+    return json.loads(canonical(flat))
+
+
+def diff_fingerprints(old: dict, new: dict) -> list[str]:
+    """Human-readable differences, one ``key: old -> new`` per changed key."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if a != b:
+            out.append(f"{k}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}")
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file + fsync + rename (+ fsync of the directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class RunStateError(RuntimeError):
+    pass
+
+
+class RunState:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "state"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "state.json"
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise RunStateError(f"{self.path} is not valid JSON ({e}); the run state is damaged") from None
+            if self.data.get("version") != STATE_VERSION:
+                raise RunStateError(f"{self.path}: run state version {self.data.get('version')} is not "
+                                    f"{STATE_VERSION}")
+        else:
+            self.data = {"version": STATE_VERSION, "created_at": time.time(), "config_fingerprint": None,
+                         "rounds": {}, "finished": False, "resumes": 0}
+
+    @property
+    def exists(self) -> bool:
+        """True when a previous process saved state here (i.e. this is a resume)."""
+        return self.path.exists()
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str))
+
+    def _round(self, r: int) -> dict:
+        return self.data["rounds"].setdefault(str(int(r)), {})
+
+    # -- config ----------------------------------------------------------------------------------
+    def check_config(self, fingerprint: dict, ledger: Any = None, *, allow_changed: bool = False) -> bool:
+        """Record the label-changing config on first start; on resume refuse a changed one.
+
+        Also records / checks it in ``ledger``'s meta. Returns True when this is a resume.
+        Raises :class:`~rlaif.ledger.ConfigChangedError` listing each changed key.
+        """
+        fingerprint = json.loads(canonical(fingerprint))
+        old = self.data.get("config_fingerprint")
+        resumed = old is not None
+        if resumed and not allow_changed:
+            diffs = diff_fingerprints(old, fingerprint)
+            if diffs:
+                raise ConfigChangedError(
+                    f"refusing to resume {self.run_dir}: its label-changing config differs from this one:\n  "
+                    + "\n  ".join(diffs) +
+                    "\nThese settings change which pairs are acquired or how they are judged, so the resumed run "
+                    "would not be the run that was started. Revert the overrides, or start a new run (labels "
+                    "already paid for are reused free through the shared cache, ledger_cache=...).")
+        if ledger is not None:
+            ledger.check_config(fingerprint, allow_changed=allow_changed)
+        if not resumed or allow_changed:
+            self.data["config_fingerprint"] = fingerprint
+        if resumed:
+            self.data["resumes"] = int(self.data.get("resumes", 0)) + 1
+        self._save()
+        return resumed
+
+    # -- pairs -----------------------------------------------------------------------------------
+    def pairs_path(self, r: int) -> Path:
+        return self.dir / f"round_{int(r):04d}.pairs.jsonl"
+
+    def save_pairs(self, r: int, pairs: Sequence[Pair]) -> None:
+        """Save the round's acquired candidates (call BEFORE labelling them). Saving again the same
+        pairs is a no-op; saving different pairs for a round that has some is refused."""
+        text = "".join(json.dumps(p.to_dict(), sort_keys=True) + "\n" for p in pairs)
+        path = self.pairs_path(r)
+        if path.exists():
+            old = self.pairs(r) or []
+            if [p.id for p in old] == [p.id for p in pairs]:
+                return
+            raise RunStateError(f"round {r} already has {len(old)} acquired pairs saved in {path}; refusing to "
+                                f"replace them with different ones (that would change the run's labels)")
+        atomic_write_text(path, text)
+        d = self._round(r)
+        d.update({"pairs": path.name, "n_pairs": len(pairs), "acquired_at": time.time(),
+                  "pairs_sha256": hashlib.sha256(text.encode()).hexdigest()})
+        self._save()
+
+    def pairs(self, r: int) -> list[Pair] | None:
+        """The round's saved candidates, or None when it was not acquired yet."""
+        path = self.pairs_path(r)
+        if not path.exists():
+            return None
+        out = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                p = Pair.from_dict(d)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise RunStateError(f"{path}:{n}: damaged pair record ({e})") from None
+            if d.get("id") not in (None, p.id):
+                raise RunStateError(f"{path}:{n}: pair id {d.get('id')} does not match its content ({p.id})")
+            out.append(p)
+        return out
+
+    def acquired_rounds(self) -> list[int]:
+        return sorted(int(p.name[6:10]) for p in self.dir.glob("round_*.pairs.jsonl"))
+
+    # -- training --------------------------------------------------------------------------------
+    def mark_trained(self, r: int, adapter_dir: str | Path | None = None, **extra: Any) -> None:
+        """Record that round ``r`` finished training (call after the adapter is fully saved)."""
+        rel = None
+        if adapter_dir is not None:
+            a = Path(adapter_dir).resolve()
+            try:
+                rel = str(a.relative_to(self.run_dir.resolve()))
+            except ValueError:
+                rel = str(a)
+        self._round(r)["trained"] = {"adapter": rel, "at": time.time(), **extra}
+        self._save()
+
+    def trained(self, r: int) -> dict | None:
+        """``{"adapter": Path|None, "at": ...}`` when round ``r`` finished training (and its adapter
+        directory, if one was recorded, still exists), else None."""
+        t = self.data["rounds"].get(str(int(r)), {}).get("trained")
+        if not t:
+            return None
+        t = dict(t)
+        if t.get("adapter") is not None:
+            p = Path(t["adapter"])
+            p = p if p.is_absolute() else self.run_dir / p
+            if not p.exists():
+                return None
+            t["adapter"] = p
+        return t
+
+    def last_trained(self) -> tuple[int, dict] | None:
+        """The latest round whose training finished (and its record), or None."""
+        done = [int(r) for r, d in self.data["rounds"].items() if d.get("trained")]
+        for r in sorted(done, reverse=True):
+            t = self.trained(r)
+            if t is not None:
+                return r, t
+        return None
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def save_metrics(self, r: int, metrics: dict, file: str | None = "metrics.jsonl") -> None:
+        """Store round ``r``'s metrics line and rewrite ``RUN_DIR/<file>`` atomically with one line per
+        round in round order (a resumed round replaces its line instead of duplicating it)."""
+        self._round(r)["metrics"] = json.loads(json.dumps(metrics, default=str))
+        self._save()
+        if file:
+            atomic_write_text(self.run_dir / file,
+                              "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.metrics()))
+
+    def metrics(self) -> list[dict]:
+        return [d["metrics"] for r, d in sorted(self.data["rounds"].items(), key=lambda kv: int(kv[0]))
+                if "metrics" in d]
+
+    def metrics_of(self, r: int) -> dict | None:
+        return self.data["rounds"].get(str(int(r)), {}).get("metrics")
+
+    # -- whole run -------------------------------------------------------------------------------
+    def mark_finished(self, **info: Any) -> None:
+        self.data["finished"] = True
+        self.data["finished_at"] = time.time()
+        self.data.setdefault("info", {}).update(info)
+        self._save()
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.data.get("finished"))
+
+    def put(self, key: str, value: Any) -> None:
+        """Free-form small state (JSON-serialisable) the loop wants to keep across a resume."""
+        self.data.setdefault("extra", {})[key] = value
+        self._save()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get("extra", {}).get(key, default)
