@@ -290,7 +290,8 @@ def check_prices(oracle: Any) -> tuple[float, float] | None:
         raise BudgetError(
             f"judge {name!r}{f' (model {model!r})' if model else ''} is paid but has no price configured, so its "
             f"spend cannot be accounted or capped. Set its prices in $ per million tokens, e.g. "
-            f"oracle.price_in=0.15 oracle.price_out=0.60 (or 0 for a self-hosted endpoint you do not pay for).")
+            f"oracle.price_input_per_mtok=0.15 oracle.price_output_per_mtok=0.60 (or oracle.free=true for a "
+            f"local endpoint you do not pay for).")
     if any(not math.isfinite(x) or x < 0 for x in prices):
         raise BudgetError(f"judge {name!r}: prices must be finite and >= 0 $ per million tokens, got {prices}")
     return prices

@@ -1,0 +1,256 @@
+"""``rlaif reparse RUN_DIR [key=value ...]``: re-read stored judge answers with a new or fixed parser.
+
+No judge is called and nothing is paid: every ledger row keeps the judge's raw answer, so a parser
+bug (or a better parser) can be applied after the fact. Changed rows are updated in the ledger (the
+old outcome is kept in its ``reparses`` table), ``preferences.jsonl`` is rewritten, and what
+changed is printed.
+
+Options (``key=value``, Hydra-style; ``--key value`` works too):
+
+``parser=MODULE:FUNC``  the parser (default ``rlaif.oracle.parsing:parse_verdict``; a ``FILE.py:FUNC``
+                        path works too). It gets the raw answer text and returns a ``Verdict``, an
+                        ``Outcome``, ``"A"``/``"B"``/``"tie"``, or ``(outcome, reason)``, in the order
+                        the pair was shown to the judge.
+``kinds=openai,...``    judge kinds whose rows are text verdicts to re-parse (default: openai,
+                        local_llm, vllm)
+``ledger=PATH``         the ledger (default ``RUN_DIR/ledger.sqlite``)
+``output=PATH``         the preference file (default ``RUN_DIR/preferences.jsonl``)
+``dry_run=true``        print what would change, write nothing
+``show=N``              changed rows listed (default 20)
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from rlaif.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.run_state import RunState, atomic_write_text
+from rlaif.types import Label, Outcome, Pair, preference_row
+
+DEFAULT_PARSER = "rlaif.oracle.parsing:parse_verdict"
+DEFAULT_KINDS = ("openai", "local_llm", "vllm")
+BOTH_ORDERS_SEP = "\n---\n"
+
+
+class ReparseError(RuntimeError):
+    pass
+
+
+def _fallback_parse(text: str | None) -> tuple[Outcome, str | None]:
+    """Minimal final-line parser, used only if the oracle package's parser cannot be imported."""
+    if not text or not text.strip():
+        return Outcome.INVALID, "empty answer"
+    last = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-1]
+    m = re.match(r"^(?:[A-Za-z ]+\s*[:=\-]\s*)?\(?\s*([AB]|tie)\s*\)?\.?$", last.strip("*`\"' "), re.I)
+    if not m:
+        return Outcome.INVALID, f"no verdict on the final line: {last[:80]!r}"
+    v = m.group(1)
+    return (Outcome.TIE, None) if v.lower() == "tie" else (Outcome(v.upper()), None)
+
+
+def load_parser(spec: str) -> Callable[[str | None], Any]:
+    mod_name, _, func = spec.partition(":")
+    if not func:
+        raise ReparseError(f"parser={spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.exists():
+                raise ReparseError(f"parser file {path} not found")
+            s = importlib.util.spec_from_file_location(f"rlaif_reparse_{path.stem}", path)
+            mod = importlib.util.module_from_spec(s)
+            assert s.loader is not None
+            s.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        if spec == DEFAULT_PARSER:
+            print(f"reparse: {DEFAULT_PARSER} not importable ({e}); using the built-in final-line parser",
+                  file=sys.stderr)
+            return _fallback_parse
+        raise ReparseError(f"parser={spec!r}: cannot import {mod_name}: {e}") from None
+    fn = getattr(mod, func, None)
+    if not callable(fn):
+        raise ReparseError(f"parser={spec!r}: {mod_name} has no function {func!r}")
+    return fn
+
+
+def _normalise(res: Any) -> tuple[Outcome, str | None]:
+    if isinstance(res, tuple):
+        o, reason = res[0], (res[1] if len(res) > 1 else None)
+    elif hasattr(res, "outcome"):
+        o, reason = res.outcome, getattr(res, "reason", None)
+    else:
+        o, reason = res, None
+    if isinstance(o, str) and o.lower() == "tie":
+        o = Outcome.TIE
+    o = Outcome(o.upper() if isinstance(o, str) and o.lower() in ("a", "b") else o)
+    if o is Outcome.INVALID and not reason:
+        reason = "unparseable answer"
+    return o, (reason if o is Outcome.INVALID or reason else None)
+
+
+def parse_shown(parse: Callable, raw: str, identity: dict) -> tuple[Outcome, str | None]:
+    """Outcome in the order shown to the judge (handles the openai judge's both-orders answers)."""
+    if identity.get("both_orders") and BOTH_ORDERS_SEP in raw:
+        first_raw, second_raw = raw.split(BOTH_ORDERS_SEP, 1)
+        o1, r1 = _normalise(parse(first_raw))
+        o2, r2 = _normalise(parse(second_raw))
+        o2 = o2.flipped()  # the second ask showed the pair the other way round
+        if Outcome.INVALID in (o1, o2):
+            return Outcome.INVALID, f"{'first' if o1 is Outcome.INVALID else 'second'} order: " \
+                                    f"{r1 if o1 is Outcome.INVALID else r2}"
+        if o1 is not o2:
+            tie = (identity.get("on_disagreement") or "tie") == "tie"
+            return (Outcome.TIE if tie else Outcome.INVALID), f"the two orders disagree ({o1.value} then {o2.value})"
+        return o1, None
+    return _normalise(parse(raw))
+
+
+def _label_of(row: dict) -> Label:
+    return Label(outcome=row["outcome"], reason=row["reason"], p_a=row["p_a"], raw=row["raw"],
+                 swapped=bool(row["swapped"]), tokens_in=row["tokens_in"], tokens_out=row["tokens_out"],
+                 cost=row["cost"], latency=row["latency"], attempts=row["attempts"], cached=not row["paid"],
+                 judge=row["judge"])
+
+
+def preference_rows(ledger: Ledger, run_dir: Path) -> list[dict]:
+    """The run's preference dataset from the ledger: train labels, in acquisition order when the run
+    state has the acquired pairs (else in ledger order), decisive ones only."""
+    rows = ledger.rows(purpose="train")
+    by_pair: dict[str, dict] = {}
+    by_key = {r["key"]: r for r in rows}
+    for r in rows:
+        by_pair.setdefault(r["pair_id"], r)
+    out: list[dict] = []
+    state_dir = run_dir / "state"
+    rounds = RunState(run_dir).acquired_rounds() if (state_dir / "state.json").exists() else []
+    if rounds:
+        state = RunState(run_dir)
+        identities = {r["identity_hash"]: json.loads(r["judge_identity"]) for r in rows}
+        for rnd in rounds:
+            for pair in state.pairs(rnd) or []:
+                row, lab = by_pair.get(pair.id), None
+                if row is not None:
+                    lab = _label_of(row)
+                else:  # answered through the reversed pair's request
+                    for ident in identities.values():
+                        for s in (False, True):
+                            hit = by_key.get(request_key(ident, pair, s))
+                            if hit is not None:
+                                lab = reorient(_label_of(hit), s)
+                                break
+                        if lab is not None:
+                            break
+                if lab is not None:
+                    pr = preference_row(pair, lab)
+                    if pr is not None:
+                        out.append(pr)
+        return out
+    for r in sorted(rows, key=lambda r: (r["round"] if r["round"] is not None else -1, r["id"])):
+        pr = preference_row(Pair.from_dict(json.loads(r["pair_json"])), _label_of(r))
+        if pr is not None:
+            out.append(pr)
+    return out
+
+
+def write_preferences(ledger: Ledger, run_dir: Path, output: Path) -> int:
+    rows = preference_rows(ledger, run_dir)
+    atomic_write_text(output, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return len(rows)
+
+
+def _parse_args(argv: list[str]) -> tuple[Path, dict]:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0 if argv else 2)
+    run_dir, opts, rest = Path(argv[0]), {}, list(argv[1:])
+    while rest:
+        a = rest.pop(0)
+        if a.startswith("--"):
+            k, eq, v = a[2:].partition("=")
+            if not eq:
+                v = rest.pop(0) if rest and not rest[0].startswith("--") and "=" not in rest[0] else "true"
+        else:
+            k, eq, v = a.partition("=")
+            if not eq:
+                raise ReparseError(f"unexpected argument {a!r}: options are key=value (see rlaif reparse --help)")
+        k = k.replace("-", "_").removeprefix("oracle.")
+        if k not in ("parser", "kinds", "ledger", "output", "dry_run", "show"):
+            raise ReparseError(f"unknown option {k!r}; known: parser, kinds, ledger, output, dry_run, show")
+        opts[k] = v
+    return run_dir, opts
+
+
+def reparse(run_dir: str | Path, parser: str = DEFAULT_PARSER, kinds: tuple[str, ...] = DEFAULT_KINDS,
+            ledger_path: str | Path | None = None, output: str | Path | None = None, dry_run: bool = False,
+            show: int = 20, out=sys.stdout) -> dict:
+    """Re-parse every stored raw answer of a text judge; returns a summary dict."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReparseError(f"{run_dir} is not a run directory")
+    lp = Path(ledger_path) if ledger_path else run_dir / "ledger.sqlite"
+    if not lp.exists():
+        raise ReparseError(f"no ledger at {lp}")
+    parse = load_parser(parser)
+    ledger = Ledger(lp, readonly=dry_run)
+    try:
+        changes: collections.Counter = collections.Counter()
+        changed: list[tuple[dict, Outcome, str | None]] = []
+        seen = skipped = 0
+        for row in ledger.rows():
+            ident = json.loads(row["judge_identity"])
+            if ident.get("kind") not in kinds or row["raw"] is None:
+                skipped += 1
+                continue
+            seen += 1
+            shown, reason = parse_shown(parse, row["raw"], ident)
+            new = shown.flipped() if row["swapped"] else shown
+            old = Outcome(row["outcome"])
+            if new is old and (reason or None) == (row["reason"] or None):
+                continue
+            if new is not old:
+                changes[f"{old.value}->{new.value}"] += 1
+            changed.append((row, new, reason))
+        if not dry_run:
+            for row, new, reason in changed:
+                p_a = row["p_a"] if new is Outcome(row["outcome"]) else None
+                ledger.update_outcome(row["key"], new, reason, p_a, parser)
+        n_out = None
+        outp = Path(output) if output else run_dir / "preferences.jsonl"
+        if not dry_run:
+            n_out = write_preferences(ledger, run_dir, outp)
+        n_changed = sum(changes.values())
+        print(f"reparse {run_dir} with {parser}: {seen} stored answers re-parsed ({skipped} rows of other judges "
+              f"or without an answer left alone), {n_changed} outcomes changed"
+              + (f": {', '.join(f'{k} x{v}' for k, v in sorted(changes.items()))}" if changes else "")
+              + ("" if n_changed == len(changed) else f", {len(changed) - n_changed} reasons changed")
+              + (" (dry run: nothing written)" if dry_run else f"; {n_out} preference rows written to {outp}")
+              + "; no judge was called, nothing was paid.", file=out)
+        for row, new, reason in [c for c in changed if c[1] is not Outcome(c[0]["outcome"])][:show]:
+            print(f"  {row['pair_id'][:12]} round {row['round']} {row['purpose']}: {row['outcome']} -> {new.value}"
+                  + (f" ({reason})" if reason else ""), file=out)
+        return {"reparsed": seen, "skipped": skipped, "changed": n_changed, "changes": dict(changes),
+                "preference_rows": n_out, "output": str(outp)}
+    finally:
+        ledger.close()
+
+
+def main(argv: list[str]) -> int:
+    try:
+        run_dir, o = _parse_args(argv)
+        kinds = tuple(k for k in o.get("kinds", ",".join(DEFAULT_KINDS)).split(",") if k)
+        reparse(run_dir, parser=o.get("parser", DEFAULT_PARSER), kinds=kinds, ledger_path=o.get("ledger"),
+                output=o.get("output"), dry_run=o.get("dry_run", "false").lower() in ("1", "true", "yes"),
+                show=int(o.get("show", 20)))
+    except (ReparseError, LedgerError) as e:
+        print(f"rlaif reparse: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,203 @@
+"""The Labeler: ledger hits are free and never re-requested; shared cache; failures; secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import pytest
+
+from rlaif.budget import Budget
+from rlaif.ledger import Ledger
+from rlaif.labeling import Labeler
+from rlaif.oracle.base import Oracle, OracleConfig, Spend
+from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+
+
+def make_pairs(n: int, tag: str = "") -> list[Pair]:
+    out = []
+    for i in range(n):
+        p = Prompt(f"p{tag}{i}", f"Review {tag}{i}: the film", (7, i))
+        out.append(Pair(p, Completion(p, f"was great and good {i}{tag}", (1, i)),
+                        Completion(p, f"was bad {i}{tag}" + " bad" * (i % 3), (2, i)), round=i % 3))
+    return out
+
+
+@dataclass
+class CountingConfig(OracleConfig):
+    latency_s: float = 0.005
+    invalid_every: int = 0  # every n-th request answers garbage (a paid, unparseable answer)
+    fail_first: int = 0  # the first n requests get no answer at all (retries exhausted)
+    raise_on: str = ""  # a completion text that makes the call raise
+
+
+class CountingOracle(Oracle):
+    """A free local judge that counts every request it receives, per shown pair."""
+
+    Config = CountingConfig
+    kind = "counting"
+
+    def __init__(self, cfg: CountingConfig, **kw) -> None:
+        super().__init__(cfg, **kw)
+        self.requests: collections.Counter = collections.Counter()
+        self.n = 0
+
+    def worst_case(self, pair: Pair) -> Spend:
+        return Spend(labels=1, dollars=0.0, tokens=100)
+
+    async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
+        await asyncio.sleep(self.cfg.latency_s)
+        out = []
+        for p in shown:
+            if self.cfg.raise_on and self.cfg.raise_on in (p.a.text + p.b.text):
+                raise ConnectionError("judge went away")
+            self.n += 1
+            self.requests[(p.prompt.text, p.a.text, p.b.text)] += 1
+            if self.n <= self.cfg.fail_first:
+                out.append(Label.invalid("gave up after 5 attempts: HTTP 503", attempts=5))
+            elif self.cfg.invalid_every and self.n % self.cfg.invalid_every == 0:
+                out.append(Label.invalid("no verdict on the final line", raw="hmm, hard to say",
+                                         tokens_in=40, tokens_out=5))
+            else:
+                good = lambda t: t.count("good") - t.count("bad")  # noqa: E731
+                out.append(Label(outcome=Outcome.A if good(p.a.text) >= good(p.b.text) else Outcome.B,
+                                 raw="Preferred: A" if good(p.a.text) >= good(p.b.text) else "Preferred: B",
+                                 tokens_in=40, tokens_out=5))
+        return out
+
+
+def test_hits_are_never_requested_again(tmp_path):
+    oracle = CountingOracle(CountingConfig(concurrency=8))
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    pairs = make_pairs(40)
+    first = labeler.label(pairs)
+    assert all(first) and not any(l.cached for l in first)
+    assert sum(oracle.requests.values()) == 40 and max(oracle.requests.values()) == 1
+    second = labeler.label(pairs + pairs[:5])  # in this run: all hits, same answers
+    assert all(l.cached and l.cost == 0 for l in second)
+    assert [l.outcome for l in second[:40]] == [l.outcome for l in first]
+    assert sum(oracle.requests.values()) == 40
+    labeler.close()
+    ledger.close()
+
+    # resumed in a new process (new ledger handle, new labeler): still no request
+    ledger = Ledger(path)
+    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    third = labeler.label(pairs)
+    assert all(l.cached for l in third) and sum(oracle.requests.values()) == 40
+    assert ledger.totals()["rows"] == 40
+    labeler.close()
+    ledger.close()
+
+
+def test_duplicates_in_one_call_are_asked_once_and_reversed_pairs_flip(tmp_path):
+    oracle = CountingOracle(CountingConfig(concurrency=4, swap_p=0.5))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    pairs = make_pairs(12)
+    batch = pairs + pairs  # every pair twice
+    got = labeler.label(batch)
+    assert sum(oracle.requests.values()) == 12
+    assert [l.outcome for l in got[:12]] == [l.outcome for l in got[12:]]
+    rev = [p.swapped() for p in pairs]
+    back = labeler.label(rev)
+    for p, orig, r, lab in zip(pairs, got, rev, back):
+        assert lab.outcome is orig.outcome.flipped()  # the same preference, in the reversed pair's order
+    # a reversed pair shown in the same order as the stored one is a free hit
+    same_order = sum(1 for p, r in zip(pairs, rev) if oracle.swap_for(p) != oracle.swap_for(r))
+    assert sum(oracle.requests.values()) == 12 + (12 - same_order)
+    labeler.close()
+    ledger.close()
+
+
+def test_shared_cache_across_runs(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    pairs = make_pairs(20)
+    o1 = CountingOracle(CountingConfig(concurrency=4, invalid_every=5))
+    l1 = Ledger(tmp_path / "run1" / "ledger.sqlite")
+    lab1 = Labeler(o1, Budget(labels=100), l1, shared=cache)
+    first = lab1.label(pairs)
+    n_invalid = sum(l.outcome is Outcome.INVALID for l in first)
+    assert n_invalid == 4
+    lab1.close()
+    l1.close()
+
+    o2 = CountingOracle(CountingConfig(concurrency=4))
+    l2 = Ledger(tmp_path / "run2" / "ledger.sqlite")
+    lab2 = Labeler(o2, Budget(labels=100), l2, shared=Ledger(cache, role="cache"))
+    second = lab2.label(pairs)
+    # decisive answers come from the cache; unparseable ones are not shared and are asked again
+    assert sum(o2.requests.values()) == n_invalid
+    assert all(l.outcome.decisive for l in second)
+    t = l2.totals()
+    assert t["rows"] == 20 and t["cached"] == 16 and t["paid"] == 4
+    lab2.close()
+    l2.close()
+
+
+def test_no_answer_is_not_cached_but_a_garbled_answer_is(tmp_path):
+    oracle = CountingOracle(CountingConfig(concurrency=1, fail_first=3, invalid_every=7))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    labeler = Labeler(oracle, Budget(labels=100), ledger)
+    pairs = make_pairs(10)
+    first = labeler.label(pairs)
+    assert sum(l.outcome is Outcome.INVALID and l.raw is None for l in first) == 3
+    assert len(ledger.failed()) == 3 and ledger.totals()["rows"] == 7
+    second = labeler.label(pairs)
+    assert sum(oracle.requests.values()) == 13  # only the 3 unanswered were asked again
+    assert all(l.raw is not None for l in second)
+    assert sum(l.outcome is Outcome.INVALID for l in second) >= 1  # the garbled answer is kept (reparse can fix it)
+    labeler.close()
+    ledger.close()
+
+
+def test_a_call_that_raises_is_charged_as_lost(tmp_path):
+    oracle = CountingOracle(CountingConfig(concurrency=2, raise_on="was bad 3"))
+
+    class Paid(CountingOracle):
+        def worst_case(self, pair):
+            return Spend(1, 0.05, 100)
+
+    oracle = Paid(oracle.cfg)
+    oracle.free = True
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    budget = Budget(dollars=1.0)
+    labeler = Labeler(oracle, budget, ledger)
+    with pytest.raises(ConnectionError):
+        labeler.label(make_pairs(6))
+    assert len(ledger.lost()) == 1 and ledger.pending() == []
+    assert budget.spent.dollars == pytest.approx(0.05) and budget.reserved.dollars == pytest.approx(0.0)
+    assert ledger.totals()["rows"] == 5
+    labeler.close()
+    ledger.close()
+
+
+def test_api_key_never_reaches_the_ledger(tmp_path, monkeypatch):
+    from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
+    from rlaif.oracle.server import ServerSettings, ServerThread, create_app, load_oracle
+
+    secret = "sk-test-" + "Zq9" * 12
+    monkeypatch.setenv("RLAIF_TEST_JUDGE_KEY", secret)
+    app = create_app(load_oracle("keyword"), ServerSettings(api_key=secret, model_name="judge"))
+    with ServerThread(app) as url:
+        oracle = OpenAIOracle(OpenAIConfig(base_url=url, model="judge", api_key_env="RLAIF_TEST_JUDGE_KEY",
+                                           price_input_per_mtok=1.0, price_output_per_mtok=2.0, concurrency=4))
+        path = tmp_path / "ledger.sqlite"
+        ledger = Ledger(path)
+        labeler = Labeler(oracle, Budget(labels=10, dollars=1.0), ledger)
+        labeler.check()
+        labels = labeler.label(make_pairs(6))
+        assert all(l.outcome.decisive for l in labels)
+        blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert secret.encode() not in blob and secret[8:24].encode() not in blob
+        assert ledger.totals()["dollars"] > 0
+        labeler.close()
+        ledger.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in blob
+    assert os.environ["RLAIF_TEST_JUDGE_KEY"] == secret

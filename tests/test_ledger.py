@@ -1,0 +1,149 @@
+"""The SQLite label ledger: keys, atomic rows, crash recovery, and refusing files that are not ours."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from rlaif.ledger import ConfigChangedError, Ledger, LedgerError, reorient, request_key
+from rlaif.oracle.base import Spend
+from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+
+
+def pair(i: int = 0, a: str = "good", b: str = "bad") -> Pair:
+    p = Prompt(f"p{i}", f"prompt {i}", (1, i))
+    return Pair(p, Completion(p, f"{a} {i}", (2, i)), Completion(p, f"{b} {i}", (3, i)))
+
+
+IDENT = {"kind": "openai", "model": "m", "base_url": "http://x/v1", "template_hash": "abc", "temperature": 0.05}
+
+
+def test_key_covers_identity_prompt_completions_and_order():
+    p = pair()
+    k = request_key(IDENT, p, False)
+    assert k == request_key(dict(IDENT), p, False)
+    assert k != request_key({**IDENT, "model": "m2"}, p, False)
+    assert k != request_key({**IDENT, "template_hash": "def"}, p, False)
+    assert k != request_key(IDENT, p, True)  # order shown
+    assert k == request_key(IDENT, p.swapped(), True)  # same texts shown in the same order
+    assert k != request_key(IDENT, pair(a="great"), False)
+    lab = Label(outcome=Outcome.A, p_a=0.9, swapped=False)
+    flipped = reorient(lab, True)
+    assert flipped.outcome is Outcome.B and flipped.p_a == pytest.approx(0.1) and flipped.swapped
+
+
+def test_rows_are_unique_wal_and_roundtrip(tmp_path):
+    led = Ledger(tmp_path / "ledger.sqlite")
+    assert led.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    p = pair()
+    k = request_key(IDENT, p, True)
+    lab = Label(outcome=Outcome.B, raw="Preferred: A", swapped=True, tokens_in=10, tokens_out=3, cost=0.001,
+                latency=0.2, attempts=2, judge="openai")
+    assert led.put(k, IDENT, p, lab) is True
+    assert led.put(k, IDENT, p, Label(outcome=Outcome.A, raw="other")) is False  # first answer wins
+    got = led.get(k)
+    assert got.outcome is Outcome.B and got.swapped and got.raw == "Preferred: A" and got.attempts == 2
+    assert k in led and led.totals()["rows"] == 1 and led.totals()["dollars"] == pytest.approx(0.001)
+    r = led.rows()[0]
+    assert r["prompt"] == p.prompt.text and r["completion_a"] == p.a.text and r["started_at"] <= r["committed_at"]
+    led.close()
+
+
+def test_pending_rows_of_a_dead_process_become_lost(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    led = Ledger(path)
+    p = pair()
+    pid = led.begin("k1", p, "train", "openai", Spend(1, 0.02, 900))
+    led.begin("k2", pair(1), "train", "openai", Spend(1, 0.03, 900))
+    led.put("k1", IDENT, p, Label(outcome=Outcome.A, raw="x"), pending_id=pid)  # answered: pending dropped
+    assert len(led.pending()) == 1
+    led.close()  # stands for kill -9: the other request never got its answer
+    led = Ledger(path)
+    assert [r["key"] for r in led.recovered] == ["k2"]
+    assert led.pending() == [] and [r["key"] for r in led.lost()] == ["k2"]
+    t = led.totals()
+    assert t["lost"] == 1 and t["lost_dollars"] == pytest.approx(0.03) and t["spent_dollars"] == pytest.approx(0.03)
+    led.close()
+
+
+def test_one_process_at_a_time(tmp_path):
+    led = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(LedgerError, match="in use by another process"):
+        Ledger(tmp_path / "ledger.sqlite")
+    led.close()
+    Ledger(tmp_path / "ledger.sqlite").close()
+
+
+def test_not_sqlite_is_refused(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    f.write_text("prompt,chosen,rejected\nhello,a,b\n")
+    with pytest.raises(LedgerError, match="not an rlaif ledger: not a SQLite database"):
+        Ledger(f)
+    assert f.read_text().startswith("prompt,chosen")  # untouched
+
+
+def test_foreign_sqlite_is_refused_and_left_untouched(tmp_path):
+    f = tmp_path / "other.db"
+    db = sqlite3.connect(f)
+    db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match=r"SQLite database but not an rlaif ledger \(tables: users\)"):
+        Ledger(f)
+    db = sqlite3.connect(f)
+    assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["users"]
+    db.close()
+
+
+def test_other_schema_and_role_are_refused(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    Ledger(f).close()
+    with pytest.raises(LedgerError, match="is a run ledger, not a shared cache"):
+        Ledger(f, role="cache")
+    db = sqlite3.connect(f)
+    db.execute("UPDATE meta SET v='99' WHERE k='schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="schema 99 is not the supported"):
+        Ledger(f)
+
+
+def test_corrupt_ledger_is_refused(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    led = Ledger(f)
+    for i in range(300):
+        p = pair(i, a="x" * 200)
+        led.put(request_key(IDENT, p), IDENT, p, Label(outcome=Outcome.A, raw="y" * 300))
+    led.close()  # checkpoints the WAL into the main file
+    data = bytearray(f.read_bytes())
+    assert len(data) > 8 * 4096
+    for off in range(4096 * 2, len(data), 4096):  # scribble over every page after the schema
+        data[off:off + 64] = b"\xde\xad\xbe\xef" * 16
+    f.write_bytes(bytes(data))
+    with pytest.raises(LedgerError, match="corrupt|not a usable rlaif ledger"):
+        Ledger(f)
+
+
+def test_truncated_ledger_is_refused(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    led = Ledger(f)
+    for i in range(300):
+        p = pair(i, a="x" * 200)
+        led.put(request_key(IDENT, p), IDENT, p, Label(outcome=Outcome.A, raw="y" * 300))
+    led.close()
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LedgerError, match="corrupt|not a usable rlaif ledger"):
+        Ledger(f)
+
+
+def test_config_fingerprint_in_meta(tmp_path):
+    led = Ledger(tmp_path / "ledger.sqlite")
+    fp = {"seed": 0, "oracle.model": "gpt-4o-mini", "acquisition._target_": "random"}
+    led.check_config(fp)
+    led.check_config(dict(fp))
+    with pytest.raises(ConfigChangedError, match=r'oracle.model: "gpt-4o-mini" -> "gpt-4o"'):
+        led.check_config({**fp, "oracle.model": "gpt-4o"})
+    led.check_config({**fp, "oracle.model": "gpt-4o"}, allow_changed=True)
+    led.close()
