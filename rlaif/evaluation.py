@@ -1,0 +1,98 @@
+"""Evaluation: win-rate of the policy against the reference on held-out prompts.
+
+Both sample at the eval temperature (0.25, as in the paper). The reference completions are
+drawn once, before any training, and reused every round. Figures come with 95% intervals:
+win-rate (ties count half) by the gold scorer and, where enabled, by the oracle; mean gold
+reward of the policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rlaif.generator.base import SamplingParams
+from rlaif.types import Completion, Outcome, Pair, Prompt
+
+
+def mean_ci(x: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """Mean with a normal-approximation 95% interval."""
+    a = np.asarray(x, dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(a.mean())
+    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+    return m, m - z * se, m + z * se
+
+
+def bootstrap_ci(x: Sequence[float], n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    a = np.asarray(x, dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = a[rng.integers(0, a.size, size=(n, a.size))].mean(axis=1)
+    return float(a.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+class Evaluator:
+    def __init__(self, cfg, task_cfg, prompts: Sequence[Prompt], generator, gold=None, labeler=None,
+                 seed: int = 0, run_dir: Path | None = None) -> None:
+        self.cfg, self.task_cfg = cfg, task_cfg
+        self.prompts = list(prompts)[: cfg.prompts]
+        self.generator, self.gold, self.labeler = generator, gold, labeler
+        self.seed = seed
+        self.run_dir = run_dir
+        self.reference: list[Completion] | None = None
+        self.reference_gold: list[float] | None = None
+
+    def _params(self) -> SamplingParams:
+        return SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                              max_new_tokens=self.task_cfg.max_new_tokens,
+                              min_new_tokens=self.task_cfg.min_new_tokens, seed=self.seed + 777)
+
+    def prepare(self) -> None:
+        """Sample the reference completions once. Call it before training: the policy equals the reference."""
+        cache = self.run_dir / "eval_reference.jsonl" if self.run_dir else None
+        if cache is not None and cache.exists():
+            by_id = {p.id: p for p in self.prompts}
+            rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+            self.reference = [Completion.from_dict(r["completion"], by_id[r["prompt_id"]]) for r in rows]
+        else:
+            # called before any training, so the current policy *is* the reference
+            self.reference = [g[0] for g in self.generator.sample(self.prompts, self._params())]
+            if cache is not None:
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text("".join(json.dumps({"prompt_id": c.prompt.id, "completion": c.to_dict()}) + "\n"
+                                       for c in self.reference))
+                tmp.replace(cache)
+        if self.gold is not None:
+            self.reference_gold = self.gold.score([c.text for c in self.reference])
+
+    def evaluate(self, round_: int) -> dict:
+        if self.reference is None:
+            self.prepare()
+        policy = [g[0] for g in self.generator.sample(self.prompts, self._params())]
+        out: dict = {"eval_prompts": len(self.prompts)}
+        if self.gold is not None:
+            pg = self.gold.score([c.text for c in policy])
+            wins = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(pg, self.reference_gold)]
+            m, lo, hi = bootstrap_ci(wins, self.cfg.bootstrap, self.seed)
+            out.update(gold_winrate=m, gold_winrate_ci=[lo, hi])
+            m, lo, hi = mean_ci(pg)
+            out.update(gold_reward=m, gold_reward_ci=[lo, hi], reference_gold_reward=float(np.mean(self.reference_gold)))
+        if self.labeler is not None:
+            pairs = [Pair(p, c, r, round=round_) for p, c, r in zip(self.prompts, policy, self.reference)]
+            labels = self.labeler.label(pairs, purpose="eval")
+            scored = [1.0 if lab.outcome is Outcome.A else 0.0 if lab.outcome is Outcome.B else 0.5
+                      for lab in labels if lab is not None and lab.outcome is not Outcome.INVALID]
+            if scored:
+                m, lo, hi = bootstrap_ci(scored, self.cfg.bootstrap, self.seed)
+                out.update(oracle_winrate=m, oracle_winrate_ci=[lo, hi], oracle_eval_judged=len(scored))
+            out["oracle_eval_cost"] = sum(lab.cost for lab in labels if lab is not None)
+        out["samples"] = [{"prompt": c.prompt.text, "policy": c.text, "reference": r.text}
+                          for c, r in list(zip(policy, self.reference))[:3]]
+        return out

@@ -1,0 +1,111 @@
+"""The learner: TRL's DPOTrainer on every pair labelled so far.
+
+Two small departures from TRL's defaults, both to train on exactly what was sampled and scored:
+- rows carry token ids (``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``), so TRL's own
+  re-tokenisation of the texts is skipped (no drift at the prompt/completion boundary);
+- rows carry the reference log-probs from the run-wide reference cache, so the frozen reference
+  is never run again during training (``precompute_ref_log_probs`` with our values).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from typing import Sequence
+
+from rlaif.trainer.dpo_config import DPOConfig
+
+log = logging.getLogger(__name__)
+
+
+def _token_id_trainer_cls():
+    from trl import DPOTrainer
+
+    class TokenIdDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:
+                return dataset  # already token ids: never re-tokenise
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if "ref_chosen_logps" in dataset.column_names:
+                return dataset  # reference log-probs from the run-wide cache
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return TokenIdDPOTrainer
+
+
+class DPOLearner:
+    """Trains the policy with DPO; ``mode=reset`` restarts from the reference each round (paper)."""
+
+    def __init__(self, cfg: DPOConfig, policy, reference_logprobs, seed: int = 0, output_dir: str | None = None) -> None:
+        if cfg.mode not in ("reset", "continue"):
+            raise ValueError(f"trainer.mode must be 'reset' or 'continue', got {cfg.mode!r}")
+        self.cfg, self.policy, self.reference_logprobs, self.seed = cfg, policy, reference_logprobs, seed
+        self.output_dir = output_dir or tempfile.mkdtemp(prefix="rlaif-dpo-")
+        self.history: list[dict] = []
+
+    def train(self, rows: Sequence[dict], ref_logps: Sequence[tuple[float, float]], round_: int) -> dict:
+        """Train on ``rows`` (our preference rows with token ids) -> training stats."""
+        import torch
+        from datasets import Dataset
+        from trl import DPOConfig as TRLDPOConfig
+
+        if not rows:
+            return {"steps": 0, "loss": None, "skipped": "no decisive labels"}
+        if self.cfg.mode == "reset":
+            self.policy.reset(round_=round_)
+        data = Dataset.from_dict({
+            "prompt_ids": [list(r["prompt_input_ids"]) for r in rows],
+            "chosen_ids": [list(r["chosen_input_ids"]) for r in rows],
+            "rejected_ids": [list(r["rejected_input_ids"]) for r in rows],
+            "ref_chosen_logps": [float(c) for c, _ in ref_logps],
+            "ref_rejected_logps": [float(r) for _, r in ref_logps],
+        })
+        micro = max(1, min(self.cfg.micro_batch_size, self.cfg.batch_size))
+        accum = max(1, math.ceil(self.cfg.batch_size / micro))
+        on_cuda = self.policy.device == "cuda"
+        args = TRLDPOConfig(
+            output_dir=self.output_dir,
+            beta=self.cfg.beta,
+            loss_type=[self.cfg.loss_type],
+            learning_rate=self.cfg.learning_rate,
+            lr_scheduler_type="constant_with_warmup" if self.cfg.warmup_steps else "constant",
+            warmup_steps=self.cfg.warmup_steps,
+            num_train_epochs=self.cfg.epochs,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=accum,
+            optim=self.cfg.optimizer,
+            weight_decay=self.cfg.weight_decay,
+            max_grad_norm=self.cfg.max_grad_norm,
+            precompute_ref_log_probs=True,
+            max_length=None,
+            report_to=self.cfg.report_to,
+            logging_steps=self.cfg.logging_steps,
+            save_strategy="no",
+            seed=self.seed * 1000 + round_,
+            data_seed=self.seed * 1000 + round_,
+            use_cpu=not on_cuda,
+            bf16=on_cuda and torch.cuda.is_bf16_supported() and self.policy.base.dtype == torch.bfloat16,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=False,
+        )
+        self.policy.model.train()
+        trainer = _token_id_trainer_cls()(model=self.policy.model, ref_model=None, args=args,
+                                           train_dataset=data, processing_class=self.policy.tokenizer)
+        out = trainer.train()
+        self.policy.model.eval()
+        self.policy.version += 1
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        stats = {
+            "steps": int(out.global_step),
+            "loss": float(out.training_loss),
+            "pairs": len(rows),
+            "seconds": float(out.metrics.get("train_runtime", 0.0)),
+            "reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
+            "reward_margin": logs[-1].get("rewards/margins") if logs else None,
+        }
+        self.history.append(stats)
+        return stats
