@@ -33,9 +33,10 @@ class CategoricalGenerator(Generator):
 
     name = "categorical"
 
-    def __init__(self, table: dict, reference: dict | None = None) -> None:
+    def __init__(self, table: dict, reference: dict | None = None, with_logprobs: bool = True) -> None:
         super().__init__(None, None)
         self.table, self.reference = table, reference or table
+        self.with_logprobs = with_logprobs  # False: a backend that returns no log-probs
         self.sampled = 0
 
     def sample(self, prompts, params, source="policy"):
@@ -46,8 +47,9 @@ class CategoricalGenerator(Generator):
             comps, probs = table[p.token_ids]
             q = np.asarray(probs) ** (1.0 / params.temperature)
             idx = rng.choice(len(comps), size=params.n, p=q / q.sum())
-            out.append([Completion(p, " ".join(map(str, comps[i])), comps[i], float(np.log(probs[i])),
-                                   source=source) for i in idx])
+            out.append([Completion(p, " ".join(map(str, comps[i])), comps[i],
+                                   float(np.log(probs[i])) if self.with_logprobs else None, source=source)
+                        for i in idx])
             self.sampled += params.n
         return out
 
@@ -247,3 +249,26 @@ def test_same_seed_same_pairs_on_known_distributions(arm):
     other = [p.id for p in arm.select(prompts, 2, context(gen, seed=4))]
     assert first == again and len(first) == 2
     assert other != first
+
+
+def test_samples_without_logprobs_are_scored_and_counted():
+    sizes = [4, 64, 16]
+    prompts = [prompt(i) for i in range(len(sizes))]
+    gen = CategoricalGenerator({p.token_ids: uniform(i, k) for i, (p, k) in enumerate(zip(prompts, sizes))},
+                               with_logprobs=False)
+    ctx = context(gen)
+    entropy, _ = prompt_entropies(prompts, ctx, N)
+    np.testing.assert_allclose(entropy, np.log(sizes))
+    st = ctx.stats.stages["prompt_scoring"]
+    assert st.generations == 3 * N and 0 < st.scored <= 3 * N  # one policy pass per distinct sample
+
+
+@pytest.mark.parametrize("make", [lambda: EntropyAcquisition(EntropyConfig(n_samples=N)),
+                                  lambda: HybridAcquisition(HybridConfig(n_samples=N)),
+                                  lambda: HybridReuseAcquisition(HybridReuseConfig(n_samples=N)),
+                                  lambda: CertaintyAcquisition(CertaintyConfig())])
+def test_zero_labels_asked_costs_nothing(make):
+    prompts, gen = hybrid_world()
+    ctx = context(gen)
+    assert make().select(prompts, 0, ctx) == []
+    assert ctx.stats.totals().generations == 0
