@@ -59,9 +59,9 @@ class EvalConfig:
     temperature: float = 0.25
     top_p: float = 1.0
     every_round: bool = True
-    with_oracle: bool = field(default=False, metadata={
+    with_oracle: Optional[bool] = field(default=None, metadata={
         "help": "also judge policy vs reference with the oracle (costs labels for a paid judge; "
-                "always on when the oracle is free)"})
+                "null = on exactly when the oracle is free)"})
     bootstrap: int = 1000
 
 

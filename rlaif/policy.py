@@ -131,6 +131,20 @@ class Policy:
         self.tokenizer.save_pretrained(out)
         return out
 
+    def load_trained(self, path: str | Path) -> None:
+        """Restore what ``save_trained`` wrote (used when resuming a run)."""
+        path = Path(path)
+        if self.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.model, load_file(str(path / "adapter_model.safetensors")))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            self.base.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
+        self.version += 1
+
     def save_trained(self, out_dir: str | Path) -> Path:
         """Save what was trained: the adapter (LoRA) or the full model."""
         out = Path(out_dir)

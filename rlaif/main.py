@@ -1,0 +1,104 @@
+"""``rlaif run``: the Hydra app around :func:`rlaif.loop.run`.
+
+Hydra's output directory is the run directory (``resume=RUN_DIR`` continues an earlier one).
+Configuration errors are reported in one line naming the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+CONF_DIR = os.environ.get("RLAIF_CONF") or str(Path(__file__).resolve().parent.parent / "conf")
+SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "bearer")
+
+
+def _setup_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+
+
+def redact(obj):
+    """Drop any literal secret from a config before it is saved (keys are read from the env)."""
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) and not str(k).endswith("_env")
+                    and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def _print_summary(s: dict) -> None:
+    def pct(key):
+        if key not in s:
+            return "n/a"
+        lo, hi = s[f"{key}_ci"]
+        return f"{100 * s[key]:.1f}%  (95% CI {100 * lo:.1f}-{100 * hi:.1f})"
+
+    spend = s["spend"]
+    print("\n" + "=" * 72)
+    print(f"rlaif run finished: arm={s['arm']} oracle={s['oracle']} policy={s['policy']} seed={s['seed']}")
+    print(f"  rounds {s['rounds']}, labels {s['labels']} ({s['decisive_labels']} decisive), stopped by: {s['stopped_by']}")
+    print(f"  spend ${spend['dollars']:.4f}, {spend['tokens']} judge tokens")
+    print(f"  gold win-rate vs reference:   {pct('gold_winrate')}")
+    print(f"  oracle win-rate vs reference: {pct('oracle_winrate')}")
+    if s.get("gold_reward") is not None:
+        print(f"  mean gold reward {s['gold_reward']:.3f} (reference {s.get('reference_gold_reward', float('nan')):.3f})")
+    if s.get("generations_per_label") is not None:
+        print(f"  acquisition: {s['generations_per_label']:.1f} generations/label, "
+              f"{s['acquisition_seconds_per_label']:.2f} s/label")
+    print(f"  wall time {s['wall_seconds'] / 60:.1f} min")
+    print(f"  run directory: {s['run_dir']}")
+    print("=" * 72)
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from rlaif.config import register
+
+    _setup_env()
+    register()
+
+    @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+    def app(cfg) -> float | None:
+        from rlaif.assets import write_json
+        from rlaif.loop import run
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        run_dir = Path(cfg.resume).expanduser() if cfg.resume else Path(HydraConfig.get().runtime.output_dir)
+        if cfg.resume and not (run_dir / "state" / "state.json").exists():
+            raise SystemExit(f"rlaif: resume={cfg.resume!r} is not an rlaif run directory (no state/state.json)")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        plain = redact(OmegaConf.to_container(cfg, resolve=True))
+        write_json(run_dir / "config.json", plain)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+        try:
+            summary = run(cfg, run_dir)
+        except Exception as e:  # one clear line for the errors users cause; full trace otherwise
+            from rlaif.budget import BudgetError
+            from rlaif.ledger import LedgerError
+            from rlaif.oracle.base import OracleError
+            from rlaif.registry import ConfigError
+            from rlaif.tasks import TaskError
+
+            if isinstance(e, (ConfigError, BudgetError, TaskError, OracleError, LedgerError, FileNotFoundError)) \
+                    or type(e).__name__ in ("ConfigChangedError", "RunStateError"):
+                print(f"rlaif: error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
+        _print_summary(summary)
+        return summary.get("gold_winrate")
+
+    try:
+        app()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (2 if e.code else 0)
+    return 0
