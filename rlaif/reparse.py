@@ -191,8 +191,9 @@ def _parse_args(argv: list[str]) -> tuple[Path, dict]:
 
 def reparse(run_dir: str | Path, parser: str = DEFAULT_PARSER, kinds: tuple[str, ...] = DEFAULT_KINDS,
             ledger_path: str | Path | None = None, output: str | Path | None = None, dry_run: bool = False,
-            show: int = 20, out=sys.stdout) -> dict:
+            show: int = 20, out=None) -> dict:
     """Re-parse every stored raw answer of a text judge; returns a summary dict."""
+    out = out or sys.stdout
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReparseError(f"{run_dir} is not a run directory")
