@@ -385,3 +385,69 @@ def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, mo
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# -- end to end: `rlaif run` killed and resumed ------------------------------------------------------
+TINY = ["policy=tiny", "oracle=simulated", "budget.labels=24", "budget.labels_per_round=8", "eval.prompts=8",
+        "task.train_prompts=64", "trainer.epochs=1", "task.gold=null", "threads=1"]
+
+
+def _rlaif_run(args: list[str], hydra_dir: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([PY, "-m", "rlaif", "run", *TINY, *args, f"hydra.run.dir={hydra_dir}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _ledger_rows(run: Path) -> list[dict]:
+    led = Ledger(run / "ledger.sqlite", readonly=True)
+    try:
+        return led.rows()
+    finally:
+        led.close()
+
+
+@pytest.mark.slow
+def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    p = _rlaif_run([], ref)
+    out, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, out[-3000:]
+
+    # kill -9 once round 2's pairs are saved (labelling, training or evaluating round 2)
+    p = _rlaif_run([], run)
+    deadline = time.time() + 400
+    while not (run / "state" / "round_0002.pairs.jsonl").exists():
+        assert p.poll() is None, p.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(7).uniform(0.0, 1.0))
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    before = {r["key"]: r for r in _ledger_rows(run)}
+    assert before
+
+    # a label-changing override is refused, with the key named
+    p = _rlaif_run([f"resume={run}", "oracle.flip_rate=0.3"], tmp_path / "h1")
+    out, _ = p.communicate(timeout=400)
+    assert p.returncode == 2 and "refusing to resume" in out and "oracle.flip_rate" in out, out[-3000:]
+
+    p = _rlaif_run([f"resume={run}"], tmp_path / "h2")
+    out, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, out[-3000:]
+    after = _ledger_rows(run)
+    assert len(after) == len({r["key"] for r in after})
+    by_key = {r["key"]: r for r in after}
+    for k, r in before.items():  # every label bought before the kill is still there, bought once
+        assert by_key[k]["committed_at"] == r["committed_at"] and by_key[k]["outcome"] == r["outcome"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["labels"] == 24 and summary["stopped_by"] == "labels"
+    train = [r for r in after if r["purpose"] == "train"]
+    assert len(train) == 24
+    # the same labels an uninterrupted run of the same seed bought
+    ref_train = [r for r in _ledger_rows(ref) if r["purpose"] == "train"]
+    assert sorted((r["pair_id"], r["outcome"]) for r in train) == sorted((r["pair_id"], r["outcome"]) for r in ref_train)
+    strip = lambda path: [{k: v for k, v in json.loads(x).items() if k not in ("cached", "cost", "tokens_in",  # noqa: E731
+                                                                            "tokens_out")}
+                          for x in path.read_text().splitlines()]
+    assert strip(run / "preferences.jsonl") == strip(ref / "preferences.jsonl")  # free ledger hits after resume
