@@ -272,7 +272,7 @@ def _prefs(run: Path) -> list[tuple]:
 
 
 def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, monkeypatch):
-    N, CONC, KILLS = 200, 8, 10
+    N, CONC, KILLS = 260, 8, 10
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "RLAIF_KILL_TEST_KEY": "sk-kill-test-0123456789", "PYTHONUNBUFFERED": "1"}
@@ -331,7 +331,7 @@ def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, mo
             else:
                 line = proc.stdout.readline()
                 assert line.startswith("READY"), proc.stderr.read()[-3000:]
-                time.sleep(rng.uniform(0.05, 0.4))
+                time.sleep(rng.uniform(0.05, 0.3))
                 labelling = True
             if proc.poll() is not None:
                 out = proc.stdout.read()
