@@ -83,6 +83,7 @@ class Budget:
         self.peak = Spend()  # max of spent + reserved ever seen (for tests and the summary)
         self.stopped_by: str | None = None
         self.restored: dict | None = None
+        self.cheapest: Spend | None = None  # smallest worst case of a paid request seen (for `exhausted`)
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,6 +134,10 @@ class Budget:
                         return WAIT
                     self.stopped_by = over
                     return None
+            if not cached and (worst.dollars > 0 or worst.tokens > 0):
+                c = self.cheapest or worst
+                self.cheapest = Spend(min(c.labels, worst.labels), min(c.dollars, worst.dollars),
+                                      min(c.tokens, worst.tokens))
             self.reserved = self.reserved + worst
             self.outstanding += 1
             tot = self.spent + self.reserved
@@ -188,16 +193,20 @@ class Budget:
 
     # -- reporting ------------------------------------------------------------------------------
     def remaining(self) -> dict:
+        """What is left of each configured limit (after what is reserved)."""
         with self._lock:
-            tot = self.spent + self.reserved
-            out: dict[str, float | int] = {}
-            if self.has["labels"]:
-                out["labels"] = max(0, self.limits.labels - tot.labels)
-            if self.has["dollars"]:
-                out["dollars"] = max(0.0, self.limits.dollars - tot.dollars)
-            if self.has["tokens"]:
-                out["tokens"] = max(0, self.limits.tokens - tot.tokens)
-            return out
+            return self._remaining_unlocked()
+
+    def _remaining_unlocked(self) -> dict:
+        tot = self.spent + self.reserved
+        out: dict[str, float | int] = {}
+        if self.has["labels"]:
+            out["labels"] = max(0, self.limits.labels - tot.labels)
+        if self.has["dollars"]:
+            out["dollars"] = round(max(0.0, self.limits.dollars - tot.dollars), 10)
+        if self.has["tokens"]:
+            out["tokens"] = max(0, self.limits.tokens - tot.tokens)
+        return out
 
     def remaining_labels(self) -> int | None:
         """Labels still allowed by the ``labels`` limit (None when there is no such limit)."""
@@ -207,8 +216,15 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
+        """True when the next label cannot be bought: a limit stopped a reservation, no labels are
+        left, or not even the cheapest paid request seen so far would fit in what is left of the
+        dollars or tokens (so the loop does not acquire a round it cannot pay for)."""
         if self.stopped_by is None and self.remaining_labels() == 0:
             self.stopped_by = "labels"
+        if self.stopped_by is None and self.cheapest is not None and self.outstanding == 0:
+            over = self._over(self.spent + self.cheapest, ("dollars", "tokens"))
+            if over:
+                self.stopped_by = over
         if self.stopped_by is None and self._wall_over():
             self.stopped_by = "wall_seconds"
         return self.stopped_by is not None
@@ -220,6 +236,7 @@ class Budget:
                 lim["wall_seconds"] = self.wall_seconds
             return {"labels": self.spent.labels, "dollars": round(self.spent.dollars, 8),
                     "tokens": self.spent.tokens, "limits": lim, "stopped_by": self.stopped_by,
+                    "remaining": self._remaining_unlocked(),
                     "elapsed_s": round(time.monotonic() - self.started, 3),
                     "peak": {"labels": self.peak.labels, "dollars": round(self.peak.dollars, 8),
                              "tokens": self.peak.tokens},

@@ -189,3 +189,15 @@ def test_restore_charges_paid_rows_and_lost_requests(tmp_path):
     assert b.spent.dollars == pytest.approx(paid + 0.01)
     assert b.spent.labels == 0  # labels are re-counted when the loop re-labels (as ledger hits)
     ledger.close()
+
+
+def test_exhausted_when_not_even_the_cheapest_request_fits():
+    b = Budget(dollars=0.10)
+    r = b.reserve(Spend(1, 0.03, 100))
+    b.settle(r, Spend(1, 0.025, 80))
+    assert not b.exhausted
+    r = b.reserve(Spend(1, 0.05, 100))
+    b.settle(r, Spend(1, 0.05, 100))
+    assert b.remaining()["dollars"] == pytest.approx(0.025)
+    assert b.exhausted and b.stopped_by == "dollars"  # 0.025 left < 0.03, the cheapest worst case seen
+    assert b.as_dict()["remaining"] == {"dollars": pytest.approx(0.025)}
