@@ -344,8 +344,10 @@ class Ledger:
         with self._lock:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
 
-    def check_config(self, fingerprint: dict, *, allow_changed: bool = False) -> None:
+    def check_config(self, fingerprint: dict, *, allow_changed: bool = False) -> bool:
         """Record the run's label-changing config, or refuse if the recorded one differs.
+
+        Returns True when the ledger already had one (it belongs to a run being resumed).
 
         Raises :class:`ConfigChangedError` naming each changed key. ``allow_changed=True``
         replaces the recorded fingerprint instead (the user takes responsibility).
@@ -364,6 +366,7 @@ class Ledger:
                     "(labels already paid for are reused free through the shared cache, ledger_cache=...).")
         if old is None or allow_changed:
             self.set_meta("config_fingerprint", canonical(fingerprint))
+        return old is not None
 
     # -- writing ------------------------------------------------------------------------------
     def begin(self, key: str, pair: Pair, purpose: str, judge: str, worst: Any) -> int:

@@ -183,7 +183,8 @@ class RunState:
     def check_config(self, fingerprint: dict, ledger: Any = None, *, allow_changed: bool = False) -> bool:
         """Record the label-changing config on first start; on resume refuse a changed one.
 
-        Also records / checks it in ``ledger``'s meta. Returns True when this is a resume.
+        Also records / checks it in ``ledger``'s meta. Returns True when this is a resume (the run
+        state or the ledger had a fingerprint already).
         Raises :class:`~rlaif.ledger.ConfigChangedError` listing each changed key.
         """
         fingerprint = json.loads(canonical(fingerprint))
@@ -199,8 +200,8 @@ class RunState:
                     "would not be the run that was started. Revert the overrides, or start a new run (labels "
                     "already paid for are reused free through the shared cache, ledger_cache=...).")
         if ledger is not None:
-            ledger.check_config(fingerprint, allow_changed=allow_changed)
-        if not resumed or allow_changed:
+            resumed = ledger.check_config(fingerprint, allow_changed=allow_changed) or resumed
+        if old is None or allow_changed:
             self.data["config_fingerprint"] = fingerprint
         if resumed:
             self.data["resumes"] = int(self.data.get("resumes", 0)) + 1

@@ -130,6 +130,8 @@ def test_resume_refuses_a_label_changing_config(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     with pytest.raises(ConfigChangedError, match="oracle.model"):
         RunState(tmp_path).check_config(label_fingerprint(_cfg(**{"oracle.model": "x"})), ledger=ledger)
+    # ... and still counts as a resume (so the loop restores the spend)
+    assert RunState(tmp_path).check_config(label_fingerprint(_cfg()), ledger=ledger) is True
     ledger.close()
 
 
