@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
