@@ -1,0 +1,173 @@
+"""Labels per second of the ``openai`` oracle through the Labeler, against ``rlaif serve-judge``.
+
+    python benchmarks/bench_oracle_throughput.py [--labels 3000] [--latency-ms 200] [--concurrency 64]
+                                                 [--fault-rate 0.1] [--retry-after 0.1]
+
+The server runs as its own process (``rlaif serve-judge``) answering after ``--latency-ms`` with
+``--fault-rate`` of requests failing with 429 (Retry-After) or 500. The bound is C/L: with C
+requests in flight and L seconds per answer, no client can exceed C/L labels per second. Checked:
+every pair gets a label (zero lost), the server answered each pair exactly once (zero duplicate
+paid calls), and the ledger has exactly one row per paid answer.
+
+The naive baseline is what the paper's code did: a pool of 10 threads each making synchronous
+calls and, on any error, sleeping a fixed time before trying again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from rlaif.budget import Budget
+from rlaif.labeling import Labeler
+from rlaif.ledger import Ledger
+from rlaif.oracle import parsing, templates
+from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
+from rlaif.oracle.server import pair_from_texts
+from rlaif.types import Outcome
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(a: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rlaif", "serve-judge", "--port", str(port), "--latency-ms",
+                             str(a.latency_ms), "--fault-rate", str(a.fault_rate), "--fault-kinds", "429,500",
+                             "--retry-after", str(a.retry_after), "--seed", "0"])
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{base}/stats", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("serve-judge did not start")
+            time.sleep(0.2)
+
+
+def server_cpu_s(proc: subprocess.Popen) -> float:
+    """User + system CPU seconds of the server process so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def make_pairs(n: int, tag: str):
+    words = ["great", "boring", "wonderful", "awful", "fun", "dull"]
+    return [pair_from_texts(f"{tag} review {i}:", f"was {words[i % 6]} {i}", f"was {words[(i + 1) % 6]} {i}")
+            for i in range(n)]
+
+
+def bench_oracle(a: argparse.Namespace, base: str, proc: subprocess.Popen) -> dict:
+    httpx.post(f"{base}/admin/reset")
+    pairs = make_pairs(a.labels, "async")
+    oracle = OpenAIOracle(OpenAIConfig(
+        base_url=f"{base}/v1", model="rlaif-judge", free=True, api_key_env=None, concurrency=a.concurrency,
+        timeout_s=10, max_attempts=6, backoff_initial_s=0.05, backoff_max_s=1.0, backoff_jitter_s=0.05), task=None)
+    with tempfile.TemporaryDirectory(dir=a.ledger_dir) as d:
+        ledger = Ledger(Path(d) / "ledger.sqlite")
+        labeler = Labeler(oracle, Budget(labels=a.labels), ledger, progress=False)
+        labeler.check()
+        t0, c0, s0 = time.monotonic(), time.process_time(), server_cpu_s(proc)
+        labels = labeler.label(pairs)
+        took = time.monotonic() - t0
+        cpu, scpu = time.process_time() - c0, server_cpu_s(proc) - s0
+        labeler.close()
+        rows = ledger.totals()["rows"]
+        ledger.close()
+    stats = httpx.get(f"{base}/stats").json()
+    return {"labels": len(labels), "took": took, "rate": len(labels) / took,
+            "lost": sum(l is None for l in labels), "invalid": sum(l is not None and l.outcome is Outcome.INVALID
+                                                                   for l in labels),
+            "retried": sum(l is not None and l.attempts > 1 for l in labels), "ledger_rows": rows,
+            "client_cpu_ms": 1000 * cpu / len(labels), "server_cpu_ms": 1000 * scpu / len(labels), **stats}
+
+
+def bench_naive(a: argparse.Namespace, base: str) -> dict:
+    """10 threads, synchronous calls, a fixed sleep after any error (the paper's code: 30 s)."""
+    import openai
+
+    httpx.post(f"{base}/admin/reset")
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="EMPTY", max_retries=0, timeout=10)
+    tpl = templates.load("helpfulness")
+    pairs = make_pairs(a.naive_labels, "naive")
+
+    def one(p) -> Outcome:
+        while True:
+            try:
+                r = client.chat.completions.create(model="rlaif-judge", temperature=0.05, max_tokens=128, messages=[
+                    {"role": "user", "content": tpl.render(p.prompt.text, p.a.text, p.b.text)}])
+                return parsing.parse_verdict(r.choices[0].message.content).outcome
+            except openai.OpenAIError:
+                time.sleep(a.naive_sleep)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        out = list(pool.map(one, pairs))
+    took = time.monotonic() - t0
+    stats = httpx.get(f"{base}/stats").json()
+    return {"labels": len(out), "took": took, "rate": len(out) / took, **stats}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--labels", type=int, default=3000)
+    ap.add_argument("--naive-labels", type=int, default=300)
+    ap.add_argument("--naive-sleep", type=float, default=1.0, help="fixed sleep after an error (paper: 30 s)")
+    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--fault-rate", type=float, default=0.1)
+    ap.add_argument("--ledger-dir", default=None, help="where the temporary ledger goes (default: $TMPDIR)")
+    ap.add_argument("--retry-after", type=float, default=0.1, help="Retry-After of the injected 429s (s)")
+    a = ap.parse_args()
+    proc, base = start_server(a)
+    try:
+        fast = bench_oracle(a, base, proc)
+        naive = bench_naive(a, base)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bound = a.concurrency / (a.latency_ms / 1000)
+    naive_bound = 10 / (a.latency_ms / 1000)
+    print(f"\nserve-judge: latency {a.latency_ms:g} ms, {a.fault_rate:.0%} of requests fail with 429 "
+          f"(Retry-After {a.retry_after:g} s) or 500; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'':28}{'openai oracle + Labeler':>26}{'naive (10 threads)':>22}")
+    print(f"{'concurrency':28}{a.concurrency:>26}{10:>22}")
+    print(f"{'labels':28}{fast['labels']:>26}{naive['labels']:>22}")
+    print(f"{'seconds':28}{fast['took']:>26.2f}{naive['took']:>22.2f}")
+    print(f"{'labels/s':28}{fast['rate']:>26.1f}{naive['rate']:>22.1f}")
+    print(f"{'bound C/L':28}{bound:>26.0f}{naive_bound:>22.0f}")
+    print(f"{'ratio to bound':28}{fast['rate'] / bound:>26.1%}{naive['rate'] / naive_bound:>22.1%}")
+    print(f"{'ratio to the paper bound':28}{fast['rate'] / bound:>26.1%}{naive['rate'] / bound:>22.1%}  (C/L = {bound:.0f})")
+    print(f"{'requests / faults':28}{str(fast['requests']) + ' / ' + str(fast['requests'] - fast['paid']):>26}"
+          f"{str(naive['requests']) + ' / ' + str(naive['requests'] - naive['paid']):>22}")
+    print(f"{'labels retried':28}{fast['retried']:>26}")
+    print(f"{'CPU ms/label client|server':28}{fast['client_cpu_ms']:>17.2f} | {fast['server_cpu_ms']:<6.2f}")
+    print(f"{'lost labels':28}{fast['lost']:>26}")
+    print(f"{'invalid labels':28}{fast['invalid']:>26}")
+    print(f"{'paid answers / ledger rows':28}{str(fast['paid']) + ' / ' + str(fast['ledger_rows']):>26}")
+    print(f"{'duplicate paid calls':28}{fast['duplicate_paid']:>26}{naive['duplicate_paid']:>22}")
+    ok = (fast["lost"] == 0 and fast["duplicate_paid"] == 0 and fast["paid"] == fast["ledger_rows"] == fast["labels"]
+          and fast["rate"] >= 0.95 * bound)
+    print(f"\ntarget >= 95% of C/L with zero lost labels and zero duplicate paid calls: {'MET' if ok else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
