@@ -127,6 +127,7 @@ def run_arm(arm, policy, pool, args, oracle) -> dict:
     t = time.perf_counter()
     pairs = arm.select(pool, args.labels, ctx)
     wall = time.perf_counter() - t
+    print(f"[{arm.name}] {len(pairs)} pairs in {wall:.0f} s: {ctx.stats.as_dict()}", flush=True)
     labels = oracle.label(pairs)
     decisive = [(p, lab) for p, lab in zip(pairs, labels) if lab.outcome.decisive]
     disagree = [(lab.outcome is Outcome.A) != (p.scores["r_a"] > p.scores["r_b"]) for p, lab in decisive]
@@ -160,9 +161,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--min-new-tokens", type=int, default=16)
     ap.add_argument("--beta", type=float, default=0.2)
-    ap.add_argument("--warmup-pairs", type=int, default=32)
-    ap.add_argument("--warmup-steps", type=int, default=10)
-    ap.add_argument("--warmup-lr", type=float, default=2e-3)
+    ap.add_argument("--warmup-pairs", type=int, default=8)
+    ap.add_argument("--warmup-steps", type=int, default=3)
+    ap.add_argument("--warmup-lr", type=float, default=5e-3)
     ap.add_argument("--random-b", type=float, default=0.05)
     ap.add_argument("--batch-size", type=int, default=64, help="sequences per generate() call")
     ap.add_argument("--threads", type=int, default=2)
@@ -186,6 +187,7 @@ def main() -> None:
                               beta=args.beta, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens)
     moved = move_policy(policy, oracle, warm, wctx, args)
     move_s = time.perf_counter() - t
+    print(f"[policy] moved in {move_s:.0f} s: {moved}", flush=True)
 
     arms = {
         "hybrid": HybridAcquisition(HybridConfig(n_samples=args.n_samples, k=args.k, f=args.f)),
