@@ -28,6 +28,17 @@ def pick_device(device: str) -> str:
     return device
 
 
+def _linear_names(model) -> list[str]:
+    """Leaf names of the linear layers inside the transformer blocks (what 'all-linear' means)."""
+    from transformers.pytorch_utils import Conv1D
+
+    out = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.Linear, Conv1D)) and "lm_head" not in name and "score" not in name:
+            out.add(name.split(".")[-1])
+    return sorted(out)
+
+
 class Policy:
     def __init__(self, policy_cfg, trainer_cfg, seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,10 +77,16 @@ class Policy:
             if isinstance(self.model, PeftModel):
                 self.base = self.model.unload()
             torch.manual_seed(self.seed * 1000 + round_)
+            extra = {}
+            top = self.tcfg.lora_top_layers
+            if top:
+                n_layers = int(getattr(self.base.config, "num_hidden_layers", 0) or self.base.config.n_layer)
+                extra["layers_to_transform"] = list(range(max(0, n_layers - top), n_layers))
+            targets = list(self.tcfg.lora_target_modules) if self.tcfg.lora_target_modules else (
+                _linear_names(self.base) if top else "all-linear")
             lcfg = LoraConfig(r=self.tcfg.lora_r, lora_alpha=self.tcfg.lora_alpha,
                               lora_dropout=self.tcfg.lora_dropout, bias="none", task_type="CAUSAL_LM",
-                              target_modules=list(self.tcfg.lora_target_modules or ["all-linear"])
-                              if self.tcfg.lora_target_modules else "all-linear")
+                              target_modules=targets, **extra)
             self.model = get_peft_model(self.base, lcfg)
         else:
             self.base.load_state_dict(self._ref.state_dict())

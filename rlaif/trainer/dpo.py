@@ -80,6 +80,7 @@ class DPOLearner:
             weight_decay=self.cfg.weight_decay,
             max_grad_norm=self.cfg.max_grad_norm,
             precompute_ref_log_probs=True,
+            gradient_checkpointing=self.cfg.gradient_checkpointing,
             max_length=None,
             report_to=self.cfg.report_to,
             logging_steps=self.cfg.logging_steps,

@@ -24,8 +24,13 @@ class DPOConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
+    lora_top_layers: Optional[int] = field(default=None, metadata={
+        "help": "adapt only the top N transformer layers (backward stops there: much faster on CPU); "
+                "null = all layers"})
     lora_target_modules: Optional[list[str]] = field(default=None, metadata={
         "help": "module names for LoRA (default: all linear layers)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in backward (saves memory, costs ~1/3 more compute)"})
     loss_type: str = "sigmoid"
     report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard"})
     logging_steps: int = 10
