@@ -1,0 +1,132 @@
+"""Configuration: every group composes; bad input fails before any work, naming the problem."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlaif import registry
+from rlaif.budget import BudgetError
+from rlaif.config import register
+from rlaif.loop import validate
+from rlaif.tasks import TaskError
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cfg(*overrides):
+    register()
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_config_composes_and_validates():
+    c = cfg()
+    assert c.policy.name_or_path == "smollm2" and c.budget.labels > 0
+    validate(c)
+    assert OmegaConf.select(c, "acquisition._target_").endswith("RandomAcquisition")
+
+
+@pytest.mark.parametrize("group", ["acquisition", "oracle", "generator", "trainer", "budget", "task", "policy"])
+def test_every_option_of_every_group_composes(group):
+    for f in sorted((Path(CONF) / group).glob("*.yaml")):
+        c = cfg(f"{group}={f.stem}")
+        for g in ("generator", "acquisition", "oracle"):
+            registry.check(c[g], g)
+
+
+def test_unknown_top_level_key_fails_naming_it():
+    with pytest.raises(Exception, match="not_a_key"):
+        cfg("budget.not_a_key=3")
+
+
+def test_wrong_type_fails_naming_key():
+    with pytest.raises(Exception, match="labels"):
+        cfg("budget.labels=lots")
+
+
+def test_unknown_key_in_swappable_group_fails_naming_it():
+    c = cfg("+acquisition.not_a_knob=3")
+    with pytest.raises(registry.ConfigError, match="not_a_knob"):
+        validate(c)
+
+
+def test_unknown_group_option_fails():
+    with pytest.raises(Exception, match="no_such_judge"):
+        cfg("oracle=no_such_judge")
+
+
+@pytest.mark.parametrize("override", ["budget.labels=0", "budget.labels=-5", "budget.dollars=0",
+                                      "budget.labels_per_round=0"])
+def test_non_positive_budget_is_refused(override):
+    with pytest.raises(BudgetError):
+        validate(cfg(override))
+
+
+def test_no_budget_limit_is_refused():
+    with pytest.raises(BudgetError, match="at least one"):
+        validate(cfg("budget.labels=null"))
+
+
+def test_missing_prompt_file_is_refused(tmp_path):
+    with pytest.raises(TaskError, match="does not exist"):
+        validate(cfg("task=jsonl", f"task.path={tmp_path}/nope.jsonl"))
+
+
+def test_policy_path_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validate(cfg(f"policy.name_or_path={tmp_path}/no_model"))
+
+
+def test_prompt_files(tmp_path):
+    from transformers import AutoTokenizer
+
+    from rlaif.assets import tiny_dir
+    from rlaif.tasks import load_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(TaskError, match="no prompts"):
+        load_prompts(cfg("task=jsonl", f"task.path={empty}").task, tok)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt field"}\n')
+    with pytest.raises(TaskError, match="bad.jsonl:2"):
+        load_prompts(cfg("task=jsonl", f"task.path={bad}").task, tok)
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"Tell me about film {i}"}) + "\n" for i in range(20)))
+    ps = load_prompts(cfg("task=jsonl", f"task.path={good}").task, tok)
+    assert ps.train and ps.eval and not ({p.id for p in ps.train} & {p.id for p in ps.eval})
+
+
+def test_imdb_prompts_are_disjoint_and_cut_to_8_16_tokens():
+    from transformers import AutoTokenizer
+
+    from rlaif.assets import tiny_dir
+    from rlaif.tasks import load_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir())
+    ps = load_prompts(cfg("task.train_prompts=200", "task.eval_prompts=50").task, tok)
+    assert len(ps.train) == 200 and len(ps.eval) == 50
+    assert {p.text for p in ps.train}.isdisjoint({p.text for p in ps.eval})
+    assert all(8 <= len(p.token_ids) <= 16 for p in ps.train + ps.eval)
+
+
+def _cli(*args, timeout=120):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "rlaif", "run", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_cli_reports_bad_input_in_one_line_before_work(tmp_path):
+    r = _cli("budget.labels=0", f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 2 and "budget.labels must be a positive" in r.stderr
+    assert not (tmp_path / "run" / "ledger.sqlite").exists()  # nothing was started
+    r = _cli("+acquisition.bogus=1", f"hydra.run.dir={tmp_path}/run2")
+    assert r.returncode == 2 and "bogus" in r.stderr
