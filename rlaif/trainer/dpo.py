@@ -36,6 +36,13 @@ def _token_id_trainer_cls():
     return TokenIdDPOTrainer
 
 
+def _drop_ref_adapter(model) -> None:
+    cfgs = getattr(model, "peft_config", None)
+    if cfgs and "ref" in cfgs:
+        model.delete_adapter("ref")
+        model.set_adapter("default")
+
+
 class DPOLearner:
     """Trains the policy with DPO; ``mode=reset`` restarts from the reference each round (paper)."""
 
@@ -93,11 +100,16 @@ class DPOLearner:
             remove_unused_columns=False,
             disable_tqdm=False,
         )
-        self.policy.model.train()
-        trainer = _token_id_trainer_cls()(model=self.policy.model, ref_model=None, args=args,
+        model = self.policy.model
+        _drop_ref_adapter(model)
+        model.train()
+        trainer = _token_id_trainer_cls()(model=model, ref_model=None, args=args,
                                            train_dataset=data, processing_class=self.policy.tokenizer)
         out = trainer.train()
-        self.policy.model.eval()
+        # TRL copies the adapter as "ref" for PEFT models; our reference log-probs come from the
+        # frozen base (the paper's pi_ref), so the copy is never used: drop it.
+        _drop_ref_adapter(model)
+        model.eval()
         self.policy.version += 1
         logs = [h for h in trainer.state.log_history if "loss" in h]
         stats = {
