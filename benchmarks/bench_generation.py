@@ -110,6 +110,15 @@ def idle_cpu_percent(seconds: float) -> float:
     return round(100 * (cpu() - a) / seconds, 1)
 
 
+def resident_gb() -> dict:
+    """RSS of this process (policy, reference, HF) and of the engine's processes."""
+    import psutil
+
+    me = psutil.Process()
+    kids = sum(k.memory_info().rss for k in me.children(recursive=True))
+    return {"main": round(me.memory_info().rss / 1e9, 2), "engine_processes": round(kids / 1e9, 2)}
+
+
 def timed_sample(gen, prompts, params):
     t = time.perf_counter()
     groups = gen.sample(prompts, params)
@@ -288,6 +297,8 @@ def main() -> None:
 
         # idle engine: CPU the engine's processes burn while the trainer would run
         res["engine_idle_cpu_percent"] = idle_cpu_percent(seconds=5.0)
+        res["resident_gb"] = resident_gb()
+        log(f"resident memory (GB): {res['resident_gb']}")
         log(f"idle engine processes use {res['engine_idle_cpu_percent']}% of one core (5 s sample)")
 
     # 4. passes per acquired label (hybrid arm)

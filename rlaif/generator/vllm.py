@@ -268,6 +268,8 @@ class VLLMGenerator(Generator):
             logprobs=0, seed=seed, detokenize=False,
             # stop on the tokenizer's EOS only, like the HF backend (not on generation_config extras)
             ignore_eos=True, stop_token_ids=[eos])
+        if params.temperature > 2.0:
+            raise ValueError(f"temperature {params.temperature} > 2: vLLM accepts [0, 2] (generator=hf has no limit)")
         if params.temperature > 0:
             kw.update(temperature=params.temperature, top_p=params.top_p,
                       top_k=params.top_k if params.top_k and params.top_k > 0 else -1)
