@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from rlaif.generator.base import Generator, SamplingParams
 from rlaif.scoring import sequence_logprobs
@@ -40,7 +41,8 @@ class HFGenerator(Generator):
         if params.seed is not None:
             torch.manual_seed(params.seed)
         pad, eos = self.policy.pad_id, self.policy.eos_id
-        for start in range(0, len(prompts), per_call):
+        starts = range(0, len(prompts), per_call)
+        for start in tqdm(starts, desc=f"sampling {len(prompts)}x{n}", disable=len(starts) < 2, leave=False):
             chunk = prompts[start:start + per_call]
             width = max(len(p.token_ids) for p in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
