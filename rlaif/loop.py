@@ -92,8 +92,8 @@ def build(cfg, run_dir: Path) -> Parts:
     resumed = state.check_config(label_fingerprint(plain, oracle), ledger=ledger)
     labeler = Labeler(oracle, budget, ledger, shared=cfg.ledger_cache)
     labeler.check()  # fatal judge errors (bad key, unknown model, no price) stop here, before any spend
+    got = budget.restore(ledger)  # a no-op on a fresh run; on resume: what was already paid (and lost)
     if resumed:
-        got = budget.restore(ledger)
         log.info("resuming %s: %d paid labels in the ledger ($%.4f)", run_dir, got["paid_rows"], got["dollars"])
     return Parts(cfg, run_dir, budget, oracle, acquisition, ledger, state, labeler, resumed)
 
@@ -339,6 +339,7 @@ def _finish(p: Parts, rows, acquired, acq_seconds, acq_generations, stopped_by, 
         "generations_per_label": acq_generations / acquired if acquired else None,
         "acquisition_seconds_per_label": acq_seconds / acquired if acquired else None,
         "reference_passes": p.reference.passes,
+        "ledger": p.ledger.totals(),
         "wall_seconds": time.perf_counter() - started,
         "resumed": p.resumed,
     }
