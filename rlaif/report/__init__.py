@@ -1,0 +1,109 @@
+"""``rlaif report RUN_DIR...``: does active selection pay? Curves, spend, acquired data, label efficiency.
+
+    rlaif report multirun/2026-11-26/09-13-00            # a multirun directory
+    rlaif report outputs/a outputs/b --out my-report      # or any run directories
+
+Writes into ``--out`` (default: ``<first path>/report``): ``report.md``, ``learning_curves.png``,
+``spend_curves.png``, ``acquired_data.png``, ``curves.csv`` (mean and 95% interval per arm and label
+count), ``efficiency.csv`` and ``runs.csv``. Every figure comes with its seeds and interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rlaif.report.runs import ReportError, Run, load_runs
+
+__all__ = ["ReportError", "build_report", "main"]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def build_report(paths: list[str | Path], out: str | Path | None = None, reference: str = "random",
+                 n_boot: int = 2000, seed: int = 0) -> dict:
+    """Write the report; returns what it computed (``runs``, ``points``, ``efficiency``, ``figures``, ``out``)."""
+    from rlaif.report import plots
+    from rlaif.report.characteristics import by_arm, run_figures
+    from rlaif.report.curves import aggregate
+    from rlaif.report.efficiency import label_efficiency
+    from rlaif.report.markdown import render
+
+    runs: list[Run] = load_runs(paths)
+    out = Path(out) if out else Path(paths[0]).expanduser() / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    notes = []
+    unfinished = [r for r in runs if not r.finished]
+    if unfinished:
+        notes += [f"> **Note:** {len(unfinished)} run(s) have not finished (no summary.json); their curves stop "
+                  f"at their last evaluated round: " + ", ".join(f"{r.arm}/s{r.seed}" for r in unfinished), ""]
+    points = {m: aggregate(runs, m) for m in ("gold_winrate", "oracle_winrate", "gold_reward")}
+    eff_metric = "gold_winrate" if points["gold_winrate"] else "oracle_winrate"
+    if eff_metric != "gold_winrate":
+        notes += ["> **Note:** no gold scorer in these runs: label efficiency uses the oracle's win-rate.", ""]
+    curves = {}
+    for r in runs:
+        xs, ys = r.series(eff_metric)
+        if xs:
+            curves.setdefault(r.arm, {})[r.seed] = (xs, ys)
+    effs = label_efficiency(curves, reference, n_boot, seed) if reference in curves else None
+    if reference not in {r.arm for r in runs}:
+        notes += [f"> **Note:** no {reference!r} runs: label efficiency needs the reference arm "
+                  f"(pass --reference ARM to compare against another).", ""]
+    figs = by_arm(runs)
+    images = {"learning": "learning_curves.png", "spend": "spend_curves.png", "characteristics": "acquired_data.png"}
+    plots.learning_curves(points, out / images["learning"], effs[0].target if effs else None)
+    _, spend_key = plots.spend_curves(runs, out / images["spend"])
+    plots.characteristics(runs, out / images["characteristics"])
+    _write_csv(out / "curves.csv", [asdict(p) for m in points.values() for p in m])
+    _write_csv(out / "efficiency.csv", [{**asdict(e), "metric": eff_metric} for e in (effs or [])])
+    _write_csv(out / "runs.csv", [{"arm": r.arm, "seed": r.seed, "path": str(r.path), **run_figures(r)} for r in runs])
+    md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes)
+    (out / "report.md").write_text(md)
+    return {"runs": runs, "points": points, "efficiency": effs, "figures": figs, "out": out,
+            "metric": eff_metric}
+
+
+def _print_efficiency(effs, reference: str) -> None:
+    if not effs:
+        return
+    print(f"label efficiency vs {reference} (target: its final win-rate {100 * effs[0].target:.1f}%):")
+    for e in effs:
+        if e.arm == reference:
+            print(f"  {e.arm:<14} ratio 1.00 (reference), {e.seeds} seeds")
+        elif e.ratio is None:
+            print(f"  {e.arm:<14} never reached the target ({e.seeds} seeds)")
+        else:
+            hi = "inf" if not math.isfinite(e.hi) else f"{e.hi:.2f}"
+            print(f"  {e.arm:<14} ratio {e.ratio:.2f}  95% CI [{e.lo:.2f}, {hi}]  ({e.seeds} seeds, "
+                  f"{100 * e.never_share:.0f}% of resamples never reach it)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rlaif report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("paths", nargs="+", help="run directories or folders above them (a multirun directory)")
+    ap.add_argument("--out", help="output directory (default: <first path>/report)")
+    ap.add_argument("--reference", default="random", help="the arm label efficiency is measured against")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over seeds")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        res = build_report(args.paths, args.out, args.reference, args.bootstrap, args.seed)
+    except ReportError as e:
+        print(f"rlaif report: error: {e}", file=sys.stderr)
+        return 2
+    _print_efficiency(res["efficiency"], args.reference)
+    print(f"report: {res['out'] / 'report.md'} ({len(res['runs'])} runs)")
+    return 0
