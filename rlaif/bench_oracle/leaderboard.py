@@ -1,0 +1,102 @@
+"""The judge leaderboard: every ``judges/*/result.json`` of a benchmark -> CSV, Markdown, PNG.
+
+Rebuilt after each judge finishes, so after the last job of a multirun it covers all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+COLUMNS = (("judge", "judge"), ("gold_agreement", "gold agreement %"), ("self_consistency", "self-consistency %"),
+           ("first_share", "first-position share %"), ("position_bias", "position bias (est.) %"),
+           ("flip_rate", "flip rate (est.) %"), ("tie_rate", "tie %"), ("invalid_rate", "invalid %"),
+           ("unparseable_rate", "unparseable %"), ("failed_rate", "failed %"), ("tokens_per_label", "tokens / label"),
+           ("dollars_per_1k", "US$ / 1k labels"), ("seconds_per_1k", "s / 1k labels"),
+           ("latency_p50", "p50 latency s"), ("latency_p95", "p95 latency s"), ("labels_per_second", "labels / s"),
+           ("answers", "answers"), ("stopped_by", "budget stop"))
+PERCENT = {"gold_agreement", "self_consistency", "first_share", "position_bias", "flip_rate", "tie_rate",
+           "invalid_rate", "unparseable_rate", "failed_rate"}
+
+
+def collect(out: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "judges").glob("*/result.json"))]
+    key = "gold_agreement" if any("gold_agreement" in r for r in rows) else "self_consistency"
+    return sorted(rows, key=lambda r: -(r.get(key) if r.get(key) is not None else -1.0))
+
+
+def _fmt(k: str, v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if k in PERCENT:
+        return f"{100 * v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.4g}" if k != "dollars_per_1k" else f"{v:.4f}"
+    return str(v)
+
+
+def write(out: Path) -> list[dict]:
+    rows = collect(out)
+    if not rows:
+        return rows
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([k for k, _ in COLUMNS] + ["gold_agreement_lo", "gold_agreement_hi", "dollars", "tokens",
+                                              "labels_paid", "pairs", "ledger"])
+        for r in rows:
+            ci = r.get("gold_agreement_ci") or [None, None]
+            w.writerow([r.get(k) for k, _ in COLUMNS] + ci + [r.get("dollars"), r.get("tokens"),
+                                                            r.get("labels_paid"), r.get("pairs"), r.get("ledger")])
+    first = rows[0]
+    md = ["# Judge leaderboard", "",
+          f"{first['pairs']} pairs (`pairs={first['pairs_source']}`), each asked in both orders; gold: "
+          f"**{first.get('gold') or 'none'}**. Sorted by gold agreement (self-consistency without a gold).", "",
+          "| " + " | ".join(t for _, t in COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
+    for r in rows:
+        cells = []
+        for k, _ in COLUMNS:
+            c = _fmt(k, r.get(k))
+            if k == "gold_agreement" and r.get("gold_agreement_ci"):
+                lo, hi = r["gold_agreement_ci"]
+                c += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+            cells.append(c)
+        md.append("| " + " | ".join(cells) + " |")
+    md += ["", "Gold agreement: share of answers matching the gold's preference where the gold is decisive "
+               "(ties half) [95% bootstrap over answers]. Self-consistency: both orders give the same verdict. "
+               "Position bias (est.) = 2 × first-position share − 1. Flip rate (est.): gold disagreement net of "
+               "position bias, 1 − (agreement − bias/2)/(1 − bias) -- exact for a judge that answers 'first' with "
+               "probability bias and otherwise flips the gold's answer at that rate. Costs come from each judge's "
+               "ledger (`judges/<judge>/ledger.sqlite`); seconds are wall clock at the judge's concurrency.", "",
+           "![quality vs cost](quality_vs_cost.png)", ""]
+    (out / "leaderboard.md").write_text("\n".join(md))
+    _plot(rows, out / "quality_vs_cost.png")
+    return rows
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qkey = "gold_agreement" if any("gold_agreement" in r for r in rows) else "self_consistency"
+    paid = any((r.get("dollars_per_1k") or 0) > 0 for r in rows)
+    xkey = "dollars_per_1k" if paid else "seconds_per_1k"
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in rows:
+        x, y = r.get(xkey), r.get(qkey)
+        if x is None or y is None or not math.isfinite(x):
+            continue
+        ax.scatter([x], [100 * y], s=40)
+        if qkey == "gold_agreement" and r.get("gold_agreement_ci"):
+            lo, hi = r["gold_agreement_ci"]
+            ax.errorbar([x], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="none", capsize=3)
+        ax.annotate(r["judge"], (x, 100 * y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("US$ per 1,000 labels" if paid else "seconds per 1,000 labels (all judges free)")
+    ax.set_ylabel(("gold agreement" if qkey == "gold_agreement" else "self-consistency") + " %")
+    ax.set_title("judge quality vs cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
