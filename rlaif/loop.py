@@ -160,12 +160,19 @@ def _loop(p: Parts, started: float) -> dict:
     # trained weights only when it needs them), so the evaluation's reference completions and
     # any pre-sampling the arm needs (offline) happen now, seeded, on every start.
     p.evaluator.prepare()
-    p.acquisition.prepare(p.prompts.train, cfg.budget.labels, context(p, 0))
+    ctx0 = context(p, 0)
+    t = time.perf_counter()
+    p.acquisition.prepare(p.prompts.train, cfg.budget.labels, ctx0)
+    prep = ctx0.stats.totals()
+    if prep.generations or prep.scored:  # e.g. the offline arm's bank of reference pairs
+        state.put("acquisition_0", {"seconds": time.perf_counter() - t, "stages": ctx0.stats.as_dict(),
+                                    "generations": prep.generations, "tokens": prep.tokens, "scored": prep.scored})
     rows: list[dict] = []  # every decisive label so far, in TRL's prompt/chosen/rejected format
     used: set[str] = set()
     loaded_round = 0
     stopped_by = None
-    acq_seconds = acq_generations = 0.0
+    prep = state.get("acquisition_0", {})  # compute spent before round 1 counts towards acquisition
+    acq_seconds, acq_generations = prep.get("seconds", 0.0), float(prep.get("generations", 0))
     acquired = 0
     r = 0
     while True:

@@ -33,6 +33,7 @@ class Generator(ABC):
 
     Config: ClassVar[type]
     name: ClassVar[str] = "base"
+    samples_reference: ClassVar[bool] = False  # can sample(source="reference") from the frozen reference
 
     def __init__(self, cfg, policy: "Policy") -> None:
         self.cfg = cfg

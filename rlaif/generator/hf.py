@@ -27,6 +27,7 @@ class HFGeneratorConfig:
 class HFGenerator(Generator):
     Config = HFGeneratorConfig
     name = "hf"
+    samples_reference = True  # the reference is the same model with the adapter disabled
 
     def __init__(self, cfg: HFGeneratorConfig, policy) -> None:
         super().__init__(cfg, policy)
