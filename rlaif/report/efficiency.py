@@ -82,7 +82,7 @@ def label_efficiency(curves: dict[str, dict[int, Curve]], reference: str = "rand
                 boots.append(math.inf if r is None else r)
         if boots:
             b = np.asarray(boots)
-            lo, hi = (float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975)))
+            lo, hi = (float(np.quantile(b, 0.025, method="inverted_cdf")), float(np.quantile(b, 0.975, method="inverted_cdf")))
             never = float(np.mean(np.isinf(b)))
         else:
             lo = hi = 1.0 if ratio is not None else float("nan")
