@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--arms", default=ARMS)
     ap.add_argument("--out", default=None, help="multirun directory (default: multirun/bench_sweep/<time>)")
     ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    ap.add_argument("--report-only", action="store_true", help="skip the sweep: report an existing --out")
     ap.add_argument("overrides", nargs="*", help="extra rlaif run overrides")
     a = ap.parse_args()
     if "random" not in a.arms.split(","):
@@ -42,13 +43,14 @@ def main() -> int:
     cmd = [sys.executable, "-m", "rlaif", "run", "-m", "+experiment=apl_vs_random", f"+cpu_arm={a.arms}",
            f"seed={','.join(map(str, range(a.seeds)))}", f"threads={a.threads}", f"hydra.sweep.dir={out}",
            *([] if a.smollm2 else TINY), *a.overrides]
-    print("$", " ".join(cmd), flush=True)
-    t = time.time()
-    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL if not os.environ.get("VERBOSE") else None)
-    if r.returncode:
-        print(f"the sweep failed (exit {r.returncode}); rerun with VERBOSE=1 to see its log", file=sys.stderr)
-        return r.returncode
-    print(f"sweep: {len(a.arms.split(','))} arms x {a.seeds} seeds in {(time.time() - t) / 60:.1f} min -> {out}")
+    if not a.report_only:
+        print("$", " ".join(cmd), flush=True)
+        t = time.time()
+        r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL if not os.environ.get("VERBOSE") else None)
+        if r.returncode:
+            print(f"the sweep failed (exit {r.returncode}); rerun with VERBOSE=1 to see its log", file=sys.stderr)
+            return r.returncode
+        print(f"sweep: {len(a.arms.split(','))} arms x {a.seeds} seeds in {(time.time() - t) / 60:.1f} min -> {out}")
     from rlaif.report import build_report
 
     res = build_report([out])
@@ -67,6 +69,10 @@ def main() -> int:
             cell = f"{e.ratio:.2f} [{e.lo:.2f}, {hi}]" + (f"  ({100 * e.never_share:.0f}% of resamples never reach)"
                                                           if e.never_share else "")
         print(f"  {e.arm:<14}{need:>14}  {cell}")
+    ref = max((p for p in res["points"][res["metric"]] if p.arm == "random"), key=lambda p: p.labels)
+    if ref.lo <= 0.5:
+        print(f"\nCAUTION: random's final win-rate {100 * ref.mean:.1f}% [{100 * ref.lo:.1f}, {100 * ref.hi:.1f}] does "
+              f"not clear 50%: the target is noise, so these ratios say nothing about the arms.")
     print(f"\nreport: {res['out'] / 'report.md'}")
     return 0
 

@@ -167,3 +167,10 @@ def test_label_efficiency_bootstrap_over_seeds():
     # paired resamples at the extremes: seeds (0, 0) -> target 0.7, random at 40, the arm at 15 -> 0.375;
     # seeds (1, 1) -> target 0.9, both at 40 -> 1.0; each has probability 1/4, so they are the 95% bounds
     assert (arm.lo, arm.hi) == pytest.approx((0.375, 1.0))
+
+
+def test_runs_csv_has_every_arms_columns(sweep, tmp_path):
+    out = build_report([sweep], tmp_path / "csv", n_boot=50)["out"]
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 4 and "mean_certainty" in rows[0]
+    assert {r["mean_certainty"] for r in rows if r["arm"] == "random"} == {""}

@@ -27,7 +27,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         path.write_text("")
         return
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # runs of different arms measure different things
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
 
@@ -62,6 +63,14 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
     if reference not in {r.arm for r in runs}:
         notes += [f"> **Note:** no {reference!r} runs: label efficiency needs the reference arm "
                   f"(pass --reference ARM to compare against another).", ""]
+    if effs:
+        ref_pts = [p for p in points[eff_metric] if p.arm == reference]
+        last = max(ref_pts, key=lambda p: p.labels)
+        if last.lo <= 0.5:
+            notes += [f"> **Caution:** {reference}'s final {eff_metric.replace('_', ' ')} "
+                      f"({100 * last.mean:.1f}%, 95% interval {100 * last.lo:.1f}-{100 * last.hi:.1f}) does not "
+                      f"clear 50%: it has not beaten the reference, so the label-efficiency target is noise and the "
+                      f"ratios below say nothing about the arms. Give the runs more labels (or seeds).", ""]
     figs = by_arm(runs)
     images = {"learning": "learning_curves.png", "spend": "spend_curves.png", "characteristics": "acquired_data.png"}
     plots.learning_curves(points, out / images["learning"], effs[0].target if effs else None)
