@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["policy=tiny", "task.train_prompts=48", "task.eval_prompts=12", "eval.prompts=12", "eval.bootstrap=200",
+TINY = ["policy=tiny", "generator=hf", "task.train_prompts=48", "task.eval_prompts=12", "eval.prompts=12", "eval.bootstrap=200",
         "task.max_new_tokens=8", "task.min_new_tokens=4", "trainer.epochs=1", "trainer.batch_size=8",
         "trainer.micro_batch_size=8", "threads=2"]
 
@@ -75,3 +75,16 @@ def test_policy_moves_and_reference_cache_is_used(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     # every acquired completion (2 per pair) scored at most once by the reference, whatever the epochs
     assert summary["reference_passes"] <= 2 * 16
+
+
+def test_loop_with_vllm_generator(tmp_path):
+    """The same loop with the in-process vLLM engine (weights synced each round)."""
+    pytest.importorskip("vllm")
+    run = tmp_path / "run"
+    rlaif_run(run, "generator=vllm", "budget.labels=16", "budget.labels_per_round=8", timeout=900)
+    metrics = read_jsonl(run / "metrics.jsonl")
+    assert [m["labels"] for m in metrics] == [8, 16]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["generator"] == "vllm" and summary["labels"] == 16
+    # vLLM's own log-probs feed the arm: no policy forward pass was needed for the pairs
+    assert all(m["acquisition"]["scored"] == 0 for m in metrics)
