@@ -113,12 +113,12 @@ class Labeler:
     # -- labelling ---------------------------------------------------------------------------------
     async def alabel(self, pairs: Sequence[Pair], purpose: str = "train") -> list[Label | None]:
         """One label per pair, in the pair's own order, or None where the budget did not allow it."""
-        if purpose not in ("train", "eval"):
-            raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
+        if purpose not in ("train", "eval", "bench"):
+            raise ValueError(f"purpose must be 'train', 'eval' or 'bench', got {purpose!r}")
         await self.setup()
         stats = self._zero_stats()
         stats["requested"] = len(pairs)
-        counted = purpose == "train"
+        counted = purpose != "eval"  # evaluation judgements cost dollars/tokens but are not labels
         cond = asyncio.Condition()
         results: list[Label | None] = [None] * len(pairs)
         swaps = [self.oracle.swap_for(p) for p in pairs]
