@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int | None:
 
     _setup_env()
     register()
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so the vLLM engine processes are shut down
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
     def app(cfg) -> float | None:
