@@ -296,7 +296,7 @@ class VLLMGenerator(Generator):
         sps = [self._params(params, None if params.seed is None else params.seed + i * params.n)
                for i in range(len(prompts))]
         reqs = [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts]
-        outs = self.llm.generate(reqs, sps, use_tqdm=False)
+        outs = self.llm.generate(reqs, sps, use_tqdm=len(reqs) >= 32)
         eos = self.policy.eos_id
         result: list[list[Completion]] = []
         for p, o in zip(prompts, outs):
