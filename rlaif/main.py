@@ -87,14 +87,9 @@ def main(argv: list[str] | None = None) -> int | None:
         try:
             summary = run(cfg, run_dir)
         except Exception as e:  # one clear line for the errors users cause; full trace otherwise
-            from rlaif.budget import BudgetError
-            from rlaif.ledger import LedgerError
-            from rlaif.oracle.base import OracleError
-            from rlaif.registry import ConfigError
-            from rlaif.tasks import TaskError
+            from rlaif.errors import user_errors
 
-            if isinstance(e, (ConfigError, BudgetError, TaskError, OracleError, LedgerError, FileNotFoundError)) \
-                    or type(e).__name__ in ("ConfigChangedError", "RunStateError"):
+            if isinstance(e, user_errors()):
                 print(f"rlaif: error: {e}", file=sys.stderr)
                 raise SystemExit(2) from None
             raise

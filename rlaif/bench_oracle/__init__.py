@@ -191,17 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     def app(cfg) -> float | None:
         from hydra.core.hydra_config import HydraConfig
 
-        from rlaif.budget import BudgetError
-        from rlaif.ledger import LedgerError
-        from rlaif.oracle.base import OracleError
-        from rlaif.registry import ConfigError
-
         hc = HydraConfig.get()
         out = Path(hc.sweep.dir if str(hc.mode) == "RunMode.MULTIRUN" else hc.runtime.output_dir)
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        from rlaif.errors import user_errors
+
         try:
             res = bench_judge(cfg, out)
-        except (BenchError, ConfigError, BudgetError, OracleError, LedgerError, FileNotFoundError) as e:
+        except (BenchError, *user_errors()) as e:
             print(f"rlaif bench-oracle: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         _print(res, out)
