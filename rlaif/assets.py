@@ -174,9 +174,3 @@ def resolve_model(name_or_path: str) -> str:
         raise FileNotFoundError(f"policy.name_or_path={name_or_path!r} is not a local directory and the hub is "
                                 "offline (HF_HUB_OFFLINE=1); use 'smollm2', 'tiny' or a local model directory")
     return name_or_path
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)

@@ -29,7 +29,7 @@ from rlaif.budget import Budget, BudgetError
 from rlaif.labeling import Labeler
 from rlaif.ledger import Ledger
 from rlaif.run_state import RunState, atomic_write_text, label_fingerprint, round_seed
-from rlaif.types import Outcome, preference_row
+from rlaif.types import Completion, Outcome, Prompt, preference_row
 
 log = logging.getLogger("rlaif")
 
@@ -270,8 +270,6 @@ def _loop(p: Parts, started: float) -> dict:
 def _train(p: Parts, rows: list[dict], r: int) -> dict:
     ref = []
     for row in rows:
-        from rlaif.types import Completion, Prompt
-
         prompt = Prompt(row["prompt_id"], row["prompt"], tuple(row["prompt_input_ids"]))
         ch = Completion(prompt, row["chosen"], tuple(row["chosen_input_ids"]))
         rj = Completion(prompt, row["rejected"], tuple(row["rejected_input_ids"]))

@@ -6,6 +6,7 @@ Configuration errors are reported in one line naming the key, before any work st
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int | None:
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
     def app(cfg) -> float | None:
-        from rlaif.assets import write_json
+        from rlaif.run_state import atomic_write_text
         from rlaif.loop import run
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int | None:
             raise SystemExit(f"rlaif: resume={cfg.resume!r} is not an rlaif run directory (no state/state.json)")
         run_dir.mkdir(parents=True, exist_ok=True)
         plain = redact(OmegaConf.to_container(cfg, resolve=True))
-        write_json(run_dir / "config.json", plain)
+        atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2, default=str))
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
         try:
             summary = run(cfg, run_dir)

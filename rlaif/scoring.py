@@ -44,8 +44,8 @@ def sequence_logprobs(model, seqs: Sequence[tuple[Sequence[int], Sequence[int]]]
 class ReferenceScorer:
     """log pi_ref(y|x) for completions, computed once per completion and cached for the run.
 
-    ``model_fn`` is a context manager factory yielding the frozen reference model (for a LoRA
-    policy: the base with adapters disabled).
+    The reference model comes from ``policy.reference()`` (for a LoRA policy: the base with the
+    adapter disabled).
     """
 
     def __init__(self, policy, batch_size: int = 32) -> None:
@@ -57,9 +57,7 @@ class ReferenceScorer:
 
     def __call__(self, completions: Sequence[Completion]) -> list[float]:
         with self._lock:
-            missing = [c for c in dict.fromkeys(c for c in completions if c.key not in self.cache)]
-            uniq = {c.key: c for c in missing}
-            todo = list(uniq.values())
+            todo = list({c.key: c for c in completions if c.key not in self.cache}.values())
             if todo:
                 with self.policy.reference() as ref:
                     vals = sequence_logprobs(ref, [(c.prompt.token_ids, c.token_ids) for c in todo],
