@@ -1,6 +1,7 @@
 """Labels per second of the ``openai`` oracle through the Labeler, against ``rlaif serve-judge``.
 
-    python benchmarks/bench_oracle_throughput.py [--labels 3000] [--latency-ms 200] [--concurrency 64]
+    python benchmarks/bench_oracle_throughput.py [--labels 6000] [--backends lean,aiohttp,httpx]
+                                                 [--latency-ms 200] [--concurrency 64]
                                                  [--fault-rate 0.1] [--retry-after 0.1]
 
 The server runs as its own process (``rlaif serve-judge``) answering after ``--latency-ms`` with
@@ -74,11 +75,12 @@ def make_pairs(n: int, tag: str):
             for i in range(n)]
 
 
-def bench_oracle(a: argparse.Namespace, base: str, proc: subprocess.Popen) -> dict:
+def bench_oracle(a: argparse.Namespace, base: str, proc: subprocess.Popen, backend: str) -> dict:
     httpx.post(f"{base}/admin/reset")
-    pairs = make_pairs(a.labels, "async")
+    pairs = make_pairs(a.labels, f"async-{backend}")
     oracle = OpenAIOracle(OpenAIConfig(
         base_url=f"{base}/v1", model="rlaif-judge", free=True, api_key_env=None, concurrency=a.concurrency,
+        http_backend=backend,
         timeout_s=10, max_attempts=6, backoff_initial_s=0.05, backoff_max_s=1.0, backoff_jitter_s=0.05), task=None)
     with tempfile.TemporaryDirectory(dir=a.ledger_dir) as d:
         ledger = Ledger(Path(d) / "ledger.sqlite")
@@ -127,7 +129,9 @@ def bench_naive(a: argparse.Namespace, base: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--labels", type=int, default=3000)
+    ap.add_argument("--labels", type=int, default=6000)
+    ap.add_argument("--backends", default="lean,aiohttp,httpx",
+                    help="the openai oracle's http_backend(s) to measure, comma-separated")
     ap.add_argument("--naive-labels", type=int, default=300)
     ap.add_argument("--naive-sleep", type=float, default=1.0, help="fixed sleep after an error (paper: 30 s)")
     ap.add_argument("--latency-ms", type=float, default=200.0)
@@ -136,37 +140,48 @@ def main() -> None:
     ap.add_argument("--ledger-dir", default=None, help="where the temporary ledger goes (default: $TMPDIR)")
     ap.add_argument("--retry-after", type=float, default=0.1, help="Retry-After of the injected 429s (s)")
     a = ap.parse_args()
+    backends = [b for b in a.backends.split(",") if b]
     proc, base = start_server(a)
     try:
-        fast = bench_oracle(a, base, proc)
+        runs = {b: bench_oracle(a, base, proc, b) for b in backends}
         naive = bench_naive(a, base)
     finally:
         proc.terminate()
         proc.wait(10)
     bound = a.concurrency / (a.latency_ms / 1000)
     naive_bound = 10 / (a.latency_ms / 1000)
+    w = 16
     print(f"\nserve-judge: latency {a.latency_ms:g} ms, {a.fault_rate:.0%} of requests fail with 429 "
           f"(Retry-After {a.retry_after:g} s) or 500; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{'':28}{'openai oracle + Labeler':>26}{'naive (10 threads)':>22}")
-    print(f"{'concurrency':28}{a.concurrency:>26}{10:>22}")
-    print(f"{'labels':28}{fast['labels']:>26}{naive['labels']:>22}")
-    print(f"{'seconds':28}{fast['took']:>26.2f}{naive['took']:>22.2f}")
-    print(f"{'labels/s':28}{fast['rate']:>26.1f}{naive['rate']:>22.1f}")
-    print(f"{'bound C/L':28}{bound:>26.0f}{naive_bound:>22.0f}")
-    print(f"{'ratio to bound':28}{fast['rate'] / bound:>26.1%}{naive['rate'] / naive_bound:>22.1%}")
-    print(f"{'ratio to the paper bound':28}{fast['rate'] / bound:>26.1%}{naive['rate'] / bound:>22.1%}  (C/L = {bound:.0f})")
-    print(f"{'requests / faults':28}{str(fast['requests']) + ' / ' + str(fast['requests'] - fast['paid']):>26}"
-          f"{str(naive['requests']) + ' / ' + str(naive['requests'] - naive['paid']):>22}")
-    print(f"{'labels retried':28}{fast['retried']:>26}")
-    print(f"{'CPU ms/label client|server':28}{fast['client_cpu_ms']:>17.2f} | {fast['server_cpu_ms']:<6.2f}")
-    print(f"{'lost labels':28}{fast['lost']:>26}")
-    print(f"{'invalid labels':28}{fast['invalid']:>26}")
-    print(f"{'paid answers / ledger rows':28}{str(fast['paid']) + ' / ' + str(fast['ledger_rows']):>26}")
-    print(f"{'duplicate paid calls':28}{fast['duplicate_paid']:>26}{naive['duplicate_paid']:>22}")
-    ok = (fast["lost"] == 0 and fast["duplicate_paid"] == 0 and fast["paid"] == fast["ledger_rows"] == fast["labels"]
-          and fast["rate"] >= 0.95 * bound)
-    print(f"\ntarget >= 95% of C/L with zero lost labels and zero duplicate paid calls: {'MET' if ok else 'NOT MET'}")
+    print(f"openai oracle + Labeler + SQLite ledger, by http_backend; the naive baseline: 10 threads\n")
+
+    def row(name: str, cells: list[str], naive_cell: str = "") -> None:
+        print(f"{name:28}" + "".join(f"{c:>{w}}" for c in cells) + f"{naive_cell:>{w}}")
+
+    row("", backends, "naive")
+    row("concurrency", [str(a.concurrency)] * len(backends), "10")
+    row("labels", [str(r["labels"]) for r in runs.values()], str(naive["labels"]))
+    row("seconds", [f"{r['took']:.2f}" for r in runs.values()], f"{naive['took']:.2f}")
+    row("labels/s", [f"{r['rate']:.1f}" for r in runs.values()], f"{naive['rate']:.1f}")
+    row("bound C/L", [f"{bound:.0f}"] * len(backends), f"{naive_bound:.0f}")
+    row("ratio to bound", [f"{r['rate'] / bound:.1%}" for r in runs.values()], f"{naive['rate'] / naive_bound:.1%}")
+    row(f"ratio to C/L = {bound:.0f}", [f"{r['rate'] / bound:.1%}" for r in runs.values()], f"{naive['rate'] / bound:.1%}")
+    row("requests / faults", [f"{r['requests']} / {r['requests'] - r['paid']}" for r in runs.values()],
+        f"{naive['requests']} / {naive['requests'] - naive['paid']}")
+    row("labels retried", [str(r["retried"]) for r in runs.values()])
+    row("client CPU ms/label", [f"{r['client_cpu_ms']:.2f}" for r in runs.values()])
+    row("server CPU ms/label", [f"{r['server_cpu_ms']:.2f}" for r in runs.values()])
+    row("lost labels", [str(r["lost"]) for r in runs.values()])
+    row("invalid labels", [str(r["invalid"]) for r in runs.values()])
+    row("paid answers / ledger rows", [f"{r['paid']} / {r['ledger_rows']}" for r in runs.values()])
+    row("duplicate paid calls", [str(r["duplicate_paid"]) for r in runs.values()], str(naive["duplicate_paid"]))
+    print()
+    for b, r in runs.items():
+        safe = r["lost"] == 0 and r["duplicate_paid"] == 0 and r["paid"] == r["ledger_rows"] == r["labels"]
+        ok = safe and r["rate"] >= 0.95 * bound
+        print(f"{b:8} target >= 95% of C/L with zero lost labels and zero duplicate paid calls: "
+              f"{'MET' if ok else 'NOT MET'} ({r['rate'] / bound:.1%}{'' if safe else '; LOST OR DUPLICATE LABELS'})")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from rlaif.budget import WAIT, Budget, check_prices
 from rlaif.ledger import Ledger, LedgerError, reorient, request_key
@@ -30,6 +31,64 @@ log = logging.getLogger(__name__)
 def _spend_of(labels: Sequence[Label], counted: bool) -> Spend:
     return Spend(len(labels) if counted else 0, sum(float(l.cost) for l in labels),
                  sum(int(l.tokens_in) + int(l.tokens_out) for l in labels))
+
+
+class GroupCommit:
+    """Ledger writes from many coroutines, committed together: the writes submitted while one group
+    commits form the next group, one transaction (one fsync) each, in a worker thread so the event
+    loop goes on answering the judge meanwhile. ``await submit(ops)`` returns once ``ops`` are
+    durable, exactly as the direct calls would; should a group fail, each submission of it is
+    retried alone so that one bad write does not take the others with it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._queue: list[tuple[list, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def submit(self, ops: list[tuple[str, tuple, dict]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((ops, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rlaif-ledger")
+        while self._queue:
+            group, self._queue = self._queue, []
+            flat = [op for ops, _ in group for op in ops]
+            try:
+                results = await loop.run_in_executor(self._pool, self.ledger.write_many, flat)
+            except Exception:  # noqa: BLE001 - one at a time, each with its own outcome
+                for ops, fut in group:
+                    try:
+                        res = await loop.run_in_executor(self._pool, self.ledger.write_many, ops)
+                    except Exception as e:  # noqa: BLE001
+                        if not fut.done():
+                            fut.set_exception(e)
+                    else:
+                        if not fut.done():
+                            fut.set_result(res)
+                continue
+            except BaseException as e:  # cancelled: the waiters learn it (what was committed stays)
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(e)
+                raise
+            i = 0
+            for ops, fut in group:
+                if not fut.done():
+                    fut.set_result(results[i:i + len(ops)])
+                i += len(ops)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class Labeler:
@@ -61,6 +120,7 @@ class Labeler:
         self._ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[str, asyncio.Future] = {}
+        self._writes = GroupCommit(ledger)
         self.stats = self._zero_stats()
         self.last_stats = self._zero_stats()
 
@@ -182,25 +242,27 @@ class Labeler:
                 committed: set[int] = set()
                 called = False
                 try:
-                    for k, i, w in zip(mine, idx, per):
-                        pend.append(self.ledger.begin(k, pairs[i], purpose, self.oracle.name, w))
+                    pend = await self._writes.submit([("begin", (k, pairs[i], purpose, self.oracle.name, w), {})
+                                                      for k, i, w in zip(mine, idx, per)])
                     t0 = time.time()
                     called = True
                     labels = await self.oracle.judge([pairs[i] for i in idx])
+                    writes = []
                     for k, i, pid, lab in zip(mine, idx, pend, labels):
                         if lab.swapped != swaps[i]:
                             raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
                                                f"swap for pair {pairs[i].id} is {swaps[i]}")
                         if lab.outcome is Outcome.INVALID and lab.raw is None:
                             # no answer at all (retries exhausted, ...): not a label, never served from the ledger
-                            self.ledger.fail(k, pairs[i], lab, purpose, pending_id=pid)
-                            committed.add(pid)
+                            writes.append(("fail", (k, pairs[i], lab, purpose), {"pending_id": pid}))
                             stats["failed"] += 1
-                            continue
-                        self.ledger.put(k, self.identity, pairs[i], lab, purpose, paid=True, source="judge",
-                                        pending_id=pid, started_at=t0)
-                        committed.add(pid)
-                        stats["paid"] += 1
+                        else:
+                            writes.append(("put", (k, self.identity, pairs[i], lab, purpose),
+                                           {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
+                            stats["paid"] += 1
+                    await self._writes.submit(writes)
+                    committed.update(pend)
+                    for k, i, lab in zip(mine, idx, labels):
                         if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
                             self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
                                             source=f"run:{self.ledger.path}")
@@ -258,6 +320,7 @@ class Labeler:
         self._run(self.setup())
 
     def close(self) -> None:
+        self._writes.close()  # every write handed to the ledger thread is committed before we go
         if self._loop is not None:
             try:
                 self._loop.run_until_complete(self.oracle.aclose())

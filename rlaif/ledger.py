@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from rlaif.types import Label, Outcome, Pair
 
@@ -369,33 +369,53 @@ class Ledger:
         return old is not None
 
     # -- writing ------------------------------------------------------------------------------
-    def begin(self, key: str, pair: Pair, purpose: str, judge: str, worst: Any) -> int:
-        """Commit a pending row for a paid request about to be sent; returns its id."""
-        if self.role != "run":
-            raise LedgerError("pending requests are recorded in the run ledger, not the shared cache")
-        with self._lock:
-            cur = self.db.execute(
-                "INSERT INTO pending (key, pair_id, round, purpose, judge, worst_labels, worst_dollars, "
-                "worst_tokens, started_at, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (key, pair.id, pair.round, purpose, judge, int(worst.labels), float(worst.dollars),
-                 int(worst.tokens), time.time(), os.getpid()))
-            return int(cur.lastrowid)
-
-    def abandon(self, pending_ids: Iterable[int], why: str) -> None:
-        """A request that failed without an answer: its pending rows move to ``lost`` (charged)."""
+    # Each write is one transaction; ``write_many`` commits several in one (one fsync): the
+    # Labeler's group commit. Every write is durable when its call returns.
+    def _tx(self, fn: Callable[[], Any]) -> Any:
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for pid in pending_ids:
-                    cur = self.db.execute("SELECT * FROM pending WHERE id=?", (pid,))
-                    cols = [c[0] for c in cur.description]
-                    r = cur.fetchone()
-                    if r is not None:
-                        self._to_lost(dict(zip(cols, r)), why[:500])
+                out = fn()
                 self.db.execute("COMMIT")
+                return out
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
+
+    def write_many(self, ops: Sequence[tuple[str, tuple, dict]]) -> list[Any]:
+        """Apply ``(method, args, kwargs)`` writes (``begin``, ``put``, ``fail``) in ONE transaction;
+        their results in order. All or nothing: on an error none is committed."""
+        fns = {"begin": self._begin, "put": self._put, "fail": self._fail}
+        for name, _, _ in ops:
+            if name not in fns:
+                raise ValueError(f"write_many: unknown write {name!r}")
+        return self._tx(lambda: [fns[name](*args, **kwargs) for name, args, kwargs in ops])
+
+    def begin(self, key: str, pair: Pair, purpose: str, judge: str, worst: Any) -> int:
+        """Commit a pending row for a paid request about to be sent; returns its id."""
+        return self._tx(lambda: self._begin(key, pair, purpose, judge, worst))
+
+    def _begin(self, key: str, pair: Pair, purpose: str, judge: str, worst: Any) -> int:
+        if self.role != "run":
+            raise LedgerError("pending requests are recorded in the run ledger, not the shared cache")
+        cur = self.db.execute(
+            "INSERT INTO pending (key, pair_id, round, purpose, judge, worst_labels, worst_dollars, "
+            "worst_tokens, started_at, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (key, pair.id, pair.round, purpose, judge, int(worst.labels), float(worst.dollars),
+             int(worst.tokens), time.time(), os.getpid()))
+        return int(cur.lastrowid)
+
+    def abandon(self, pending_ids: Iterable[int], why: str) -> None:
+        """A request that failed without an answer: its pending rows move to ``lost`` (charged)."""
+        def go() -> None:
+            for pid in pending_ids:
+                cur = self.db.execute("SELECT * FROM pending WHERE id=?", (pid,))
+                cols = [c[0] for c in cur.description]
+                r = cur.fetchone()
+                if r is not None:
+                    self._to_lost(dict(zip(cols, r)), why[:500])
+        self._tx(go)
 
     def put(self, key: str, identity: dict, pair: Pair, label: Label, purpose: str = "train", *,
             paid: bool = True, source: str = "judge", pending_id: int | None = None,
@@ -404,6 +424,12 @@ class Ledger:
 
         Returns False when the key was already there (the first row wins: a key is answered once).
         """
+        return self._tx(lambda: self._put(key, identity, pair, label, purpose, paid=paid, source=source,
+                                          pending_id=pending_id, started_at=started_at))
+
+    def _put(self, key: str, identity: dict, pair: Pair, label: Label, purpose: str = "train", *,
+             paid: bool = True, source: str = "judge", pending_id: int | None = None,
+             started_at: float | None = None) -> bool:
         now = time.time()
         row = (key, label.judge or identity.get("kind", "?"), canonical(identity), identity_digest(identity),
                pair.id, pair.round, purpose, pair.prompt.text, pair.a.text, pair.b.text, canonical(pair.to_dict()),
@@ -411,42 +437,28 @@ class Ledger:
                int(label.tokens_in), int(label.tokens_out), float(label.cost), float(label.latency),
                int(label.attempts), int(paid), source, None, None,
                started_at if started_at is not None else now - float(label.latency or 0.0), now, now)
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO labels (key, judge, judge_identity, identity_hash, pair_id, round, purpose, "
-                    "prompt, completion_a, completion_b, pair_json, swapped, outcome, reason, p_a, raw, tokens_in, "
-                    "tokens_out, cost, latency, attempts, paid, source, parser, reparsed_at, started_at, finished_at, "
-                    "committed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-                inserted = cur.rowcount == 1
-                if pending_id is not None:
-                    self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
-        return inserted
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO labels (key, judge, judge_identity, identity_hash, pair_id, round, purpose, "
+            "prompt, completion_a, completion_b, pair_json, swapped, outcome, reason, p_a, raw, tokens_in, "
+            "tokens_out, cost, latency, attempts, paid, source, parser, reparsed_at, started_at, finished_at, "
+            "committed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        if pending_id is not None:
+            self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
+        return cur.rowcount == 1
 
     def fail(self, key: str, pair: Pair, label: Label, purpose: str, pending_id: int | None = None) -> None:
         """Record a request that got no answer (e.g. retries exhausted): it is not a label and is never
         served from the ledger (no cached nulls), but what it cost is kept (``failed`` table)."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute(
-                    "INSERT INTO failed (key, pair_id, round, purpose, judge, reason, tokens_in, tokens_out, cost, "
-                    "latency, attempts, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (key, pair.id, pair.round, purpose, label.judge or "?", label.reason, int(label.tokens_in),
-                     int(label.tokens_out), float(label.cost), float(label.latency), int(label.attempts), time.time()))
-                if pending_id is not None:
-                    self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
+        self._tx(lambda: self._fail(key, pair, label, purpose, pending_id=pending_id))
+
+    def _fail(self, key: str, pair: Pair, label: Label, purpose: str, pending_id: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO failed (key, pair_id, round, purpose, judge, reason, tokens_in, tokens_out, cost, "
+            "latency, attempts, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key, pair.id, pair.round, purpose, label.judge or "?", label.reason, int(label.tokens_in),
+             int(label.tokens_out), float(label.cost), float(label.latency), int(label.attempts), time.time()))
+        if pending_id is not None:
+            self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
 
     def update_outcome(self, key: str, outcome: Outcome, reason: str | None, p_a: float | None,
                        parser: str) -> None:

@@ -62,12 +62,13 @@ def truth(p) -> Outcome:
 
 # -- every fault kind is retried, then the real answer is used ------------------------------------
 
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx", "lean"])
 @pytest.mark.parametrize("fault", ["429", "500", "502", "503", "drop", "hang"])
-def test_fault_is_retried_and_label_is_the_judges(judge, fault):
+def test_fault_is_retried_and_label_is_the_judges(judge, fault, backend):
     url, state = judge
-    (p,) = pairs(f"fault-{fault}")
+    (p,) = pairs(f"fault-{fault}-{backend}")
     state.queue([fault], match=p.a.text)
-    (lab,) = oracle(url).label([p])
+    (lab,) = oracle(url, http_backend=backend).label([p])
     assert lab.outcome is truth(p) and lab.outcome.decisive
     assert lab.attempts == 2
     s = state.stats()
@@ -120,17 +121,37 @@ def test_empty_and_garbled_answers_are_invalid_and_not_bought_twice(judge):
     assert state.stats()["requests"] == 2 and state.stats()["paid"] == 2
 
 
-def test_no_fault_is_ever_recorded_as_a_side(judge):
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx", "lean"])
+def test_no_fault_is_ever_recorded_as_a_side(judge, backend):
     url, state = judge
-    ps = pairs("mixed", 40)
-    kinds = ["429:0", "500", "503", "drop", "empty", "garbled", "hang"]
-    for i, p in enumerate(ps[:28]):  # the first 28 pairs fault on every attempt
+    ps = pairs(f"mixed-{backend}", 40)
+    kinds = ["429:0", "500", "503", "drop", "empty", "garbled", "hang", "html"]
+    for i, p in enumerate(ps[:32]):  # the first 32 pairs fault on every attempt
         state.queue([kinds[i % len(kinds)]] * 2, match=p.a.text)
-    labs = oracle(url, max_attempts=2, timeout_s=0.3, concurrency=16).label(ps)
-    for p, lab in zip(ps[:28], labs[:28]):
+    labs = oracle(url, max_attempts=2, timeout_s=0.3, concurrency=16, http_backend=backend).label(ps)
+    for p, lab in zip(ps[:32], labs[:32]):
         assert lab.outcome is Outcome.INVALID and lab.reason, (p.a.text, lab)
-    for p, lab in zip(ps[28:], labs[28:]):
+    for p, lab in zip(ps[32:], labs[32:]):
         assert lab.outcome is truth(p)
+
+
+def test_a_200_that_is_not_json_is_a_paid_invalid_label(judge, tmp_path):
+    """A proxy's HTML page with status 200: invalid with its reason (never the "Preferred: A" in it),
+    kept in the ledger as a paid answer so it is not bought again."""
+    url, state = judge
+    (p,) = pairs("html")
+    state.queue(["html"], match=p.a.text)
+    orc = oracle(url)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    labeler = Labeler(orc, Budget(labels=5), ledger, progress=False)
+    (lab,) = labeler.label([p])
+    assert lab.outcome is Outcome.INVALID and "not JSON" in lab.reason and lab.attempts == 1
+    assert "<html>" in lab.raw
+    (again,) = labeler.label([p])  # from the ledger: not paid twice
+    assert again.cached and again.outcome is Outcome.INVALID
+    labeler.close()
+    assert ledger.totals()["paid"] == 1 and state.stats()["paid"] == 1
+    ledger.close()
 
 
 def test_prompt_injection_in_a_completion_does_not_decide(judge):
@@ -206,13 +227,14 @@ def test_fatal_errors_at_setup(judge, monkeypatch):
     assert state.stats()["requests"] == 0  # no judge call was made, nothing was bought
 
 
-def test_secret_never_leaks(monkeypatch, caplog, tmp_path):
+@pytest.mark.parametrize("backend", ["aiohttp", "lean"])
+def test_secret_never_leaks(monkeypatch, caplog, tmp_path, backend):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("RLAIF_TEST_KEY", SECRET)
     app = create_app(KeywordJudge(KeywordConfig(swap_p=0.0)), ServerSettings(api_key="the-right-key-999"))
     with ServerThread(app) as url:
         o = oracle(url, free=False, api_key_env="RLAIF_TEST_KEY", price_input_per_mtok=1.0,
-                   price_output_per_mtok=2.0)
+                   price_output_per_mtok=2.0, http_backend=backend)
         with pytest.raises(OracleError) as exc:
             o.label(pairs("secret"))  # the server echoes the wrong key in its 401 body
         msg = str(exc.value)
@@ -223,7 +245,7 @@ def test_secret_never_leaks(monkeypatch, caplog, tmp_path):
         # the right key: a full paid run through the Labeler and ledger, still no key anywhere
         monkeypatch.setenv("RLAIF_TEST_KEY", "the-right-key-999")
         o = oracle(url, free=False, api_key_env="RLAIF_TEST_KEY", price_input_per_mtok=1.0,
-                   price_output_per_mtok=2.0)
+                   price_output_per_mtok=2.0, http_backend=backend)
         ledger = Ledger(tmp_path / "ledger.sqlite")
         labeler = Labeler(o, Budget(labels=10), ledger, progress=False)
         judge_state(app).queue(["500"])
@@ -285,3 +307,24 @@ def test_token_bucket_waits():
             await rl.acquire()
         return time.monotonic() - t0
     assert asyncio.run(go()) >= 0.45
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx", "lean"])
+def test_key_revoked_mid_run_is_fatal_and_nothing_is_lost(monkeypatch, tmp_path, backend):
+    """The preflight passed, then the server starts refusing the key: the run stops with the
+    fatal error (no label is invented), and what was already bought stays in the ledger."""
+    monkeypatch.setenv("RLAIF_TEST_KEY", "key-ok-123456789")
+    settings = ServerSettings(api_key="key-ok-123456789")
+    app = create_app(KeywordJudge(KeywordConfig(swap_p=0.0)), settings)
+    with ServerThread(app) as url:
+        o = oracle(url, free=False, api_key_env="RLAIF_TEST_KEY", price_input_per_mtok=1.0,
+                   price_output_per_mtok=2.0, http_backend=backend, concurrency=1)
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        labeler = Labeler(o, Budget(labels=10), ledger, progress=False)
+        labeler.label(pairs("revoke-ok", 2))
+        settings.api_key = "rotated-key-000000"
+        with pytest.raises(OracleError, match="fatal error.*HTTP 401"):
+            labeler.label(pairs("revoke-after", 2))
+        labeler.close()
+        assert ledger.totals()["rows"] == 2 and ledger.pending() == []
+        ledger.close()

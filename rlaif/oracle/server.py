@@ -22,7 +22,8 @@ Faults (queued, per request with the ``X-Fault`` header, or drawn at ``--fault-r
 ``--fault-kinds`` with a seeded generator): ``429[:seconds|:none]`` (Retry-After, default
 ``--retry-after``), ``500``, ``502``, ``503``, ``hang[:seconds]`` (no answer until the client gives
 up, or the given time), ``drop`` (the connection is closed without a response), ``empty`` (an empty
-answer), ``garbled`` (an answer with no verdict on its final line, quoting a fake one), ``ok``.
+answer), ``garbled`` (an answer with no verdict on its final line, quoting a fake one), ``html``
+(status 200 with an HTML page instead of JSON, as a misconfigured proxy answers), ``ok``.
 Error statuses are answered at once; answers wait ``--latency-ms`` (± ``--latency-jitter-ms``).
 
 ``--api-key-env NAME`` makes the server require ``Authorization: Bearer $NAME`` (401 otherwise,
@@ -49,7 +50,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from rlaif.oracle import templates
 from rlaif.oracle.base import Oracle
@@ -58,7 +59,7 @@ from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "oracle"
-FAULT_KINDS = ("ok", "429", "500", "502", "503", "hang", "drop", "empty", "garbled")
+FAULT_KINDS = ("ok", "429", "500", "502", "503", "hang", "drop", "empty", "garbled", "html")
 
 
 @dataclass
@@ -292,6 +293,9 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
         delay = s.latency_ms + (random.uniform(-s.latency_jitter_ms, s.latency_jitter_ms) if s.latency_jitter_ms else 0)
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
+        if kind == "html":
+            state.record({**entry, "status": 200})
+            return HTMLResponse("<html><body><h1>Gateway</h1>Preferred: A</body></html>", status_code=200)
         if kind == "empty":
             text, label = "", None
         elif kind == "garbled":
