@@ -1,13 +1,17 @@
 """The policy being trained, and its frozen reference.
 
 With LoRA (the CPU default) the reference is the base model with the adapter disabled, so one
-copy of the weights serves both. Without LoRA a frozen copy is kept. ``reset()`` returns the
+copy of the weights serves both. Without LoRA a frozen copy is kept, and a half-precision
+``dtype`` keeps float32 master weights and runs the model under autocast in that dtype: AdamW's
+updates at full fine-tuning learning rates (1e-6) are far below a bfloat16 weight's resolution
+and would round away, leaving almost every weight unchanged. ``reset()`` returns the
 policy to the reference weights (the paper resets every round); ``save_merged()`` writes plain
 HF weights (LoRA merged in) for the vLLM engine to reload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from rlaif.assets import resolve_model
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HALF = (torch.bfloat16, torch.float16)
 
 
 def pick_device(device: str) -> str:
@@ -50,9 +55,18 @@ class Policy:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device)
-        self.base.config.pad_token_id = self.tokenizer.pad_token_id
         self.lora = bool(trainer_cfg.lora)
+        # full fine-tuning in half precision: float32 master weights, autocast in the asked dtype
+        self.autocast_dtype = dtype if not self.lora and dtype in _HALF else None
+        load_dtype = torch.float32 if self.autocast_dtype is not None else dtype
+        base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=load_dtype)
+        if not self.lora and base.dtype in _HALF:  # dtype=auto on a half-precision checkpoint
+            self.autocast_dtype = base.dtype
+            base = base.float()
+        if self.autocast_dtype is not None:
+            log.info("full fine-tuning: float32 master weights, %s autocast", str(self.autocast_dtype).split(".")[-1])
+        self.base = base.to(self.device)
+        self.base.config.pad_token_id = self.tokenizer.pad_token_id
         self.version = 0  # bumped whenever weights change
         self._ref = None
         self._ref_state = None
@@ -60,6 +74,17 @@ class Policy:
             self._ref = copy.deepcopy(self.base).eval().requires_grad_(False)
         self.model = self.base
         self.reset(round_=0)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the model computes in (the autocast dtype over float32 master weights, if any)."""
+        return self.autocast_dtype or self.base.dtype
+
+    def autocast(self):
+        """Autocast to the compute dtype where the weights are float32 masters (else a no-op)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=self.autocast_dtype)
 
     @property
     def pad_id(self) -> int:
@@ -105,7 +130,8 @@ class Policy:
             finally:
                 self.model.train(was_training)
         else:
-            yield self._ref
+            with self.autocast():
+                yield self._ref
 
     @contextmanager
     def current(self):
@@ -113,7 +139,8 @@ class Policy:
         was_training = self.model.training
         self.model.eval()
         try:
-            yield self.model
+            with self.autocast():
+                yield self.model
         finally:
             self.model.train(was_training)
 

@@ -43,6 +43,20 @@ def _drop_ref_adapter(model) -> None:
         model.set_adapter("default")
 
 
+def _clear_trainer_patches(model) -> None:
+    """Undo what a TRL/accelerate trainer leaves on the model object, so each round starts clean.
+
+    accelerate wraps ``forward`` in its autocast and marks the model prepared; TRL then patches
+    ``forward`` with its fused LM head. A second trainer on the same model (every round after the
+    first) re-patches ``forward`` but accelerate skips the model it already prepared, so training
+    silently loses its autocast (float32 compute from round 2 on) while the wrappers pile up.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for m in {id(model): model, id(inner): inner}.values():
+        for attr in ("forward", "_original_forward", "_is_accelerate_prepared"):
+            m.__dict__.pop(attr, None)
+
+
 class DPOLearner:
     """Trains the policy with DPO; ``mode=reset`` restarts from the reference each round (paper)."""
 
@@ -95,17 +109,23 @@ class DPOLearner:
             seed=self.seed * 1000 + round_,
             data_seed=self.seed * 1000 + round_,
             use_cpu=not on_cuda,
-            bf16=on_cuda and torch.cuda.is_bf16_supported() and self.policy.base.dtype == torch.bfloat16,
+            # mixed precision in the policy's compute dtype (over float32 masters for full fine-tuning)
+            bf16=on_cuda and torch.cuda.is_bf16_supported() and self.policy.compute_dtype == torch.bfloat16,
+            fp16=on_cuda and self.policy.compute_dtype == torch.float16,
             dataloader_num_workers=0,
             remove_unused_columns=False,
             disable_tqdm=False,
         )
         model = self.policy.model
         _drop_ref_adapter(model)
+        _clear_trainer_patches(model)
         model.train()
         trainer = _token_id_trainer_cls()(model=model, ref_model=None, args=args,
                                            train_dataset=data, processing_class=self.policy.tokenizer)
-        out = trainer.train()
+        try:
+            out = trainer.train()
+        finally:
+            _clear_trainer_patches(model)
         # TRL copies the adapter as "ref" for PEFT models; our reference log-probs come from the
         # frozen base (the paper's pi_ref), so the copy is never used: drop it.
         _drop_ref_adapter(model)
