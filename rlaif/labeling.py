@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rlaif.budget import WAIT, Budget, check_prices
-from rlaif.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.ledger import Ledger, LedgerError, identity_digest, reorient, request_key
 from rlaif.oracle.base import Oracle, Spend
 from rlaif.types import Label, Outcome, Pair
 
@@ -116,6 +116,7 @@ class Labeler:
         self.progress = progress
         self.identity = oracle.identity()
         self.identity_hash = oracle.identity_hash()
+        self._identity_digest = identity_digest(self.identity)  # what request keys hash (once, not per key)
         self.prices = check_prices(oracle)  # a paid judge without prices fails here, before any spend
         self._ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,17 +130,24 @@ class Labeler:
         return {"requested": 0, "labelled": 0, "cached": 0, "paid": 0, "refused": 0, "lost": 0, "failed": 0,
                 "invalid": 0, "dollars": 0.0, "tokens": 0, "latency_sum": 0.0}
 
+    def pipeline_width(self) -> int:
+        """Batches of requests between reservation and committed label at once (so, at most, the
+        pending rows a kill can leave): ``concurrency``, or twice that for an oracle that caps its
+        own calls at ``concurrency`` (the ledger's commits then overlap the calls)."""
+        c = max(1, int(getattr(self.oracle.cfg, "concurrency", 1) or 1))
+        return 2 * c if self.oracle.caps_own_concurrency else c
+
     async def setup(self) -> None:
         if not self._ready:
             await self.oracle.setup()
             self._ready = True
 
     def key(self, pair: Pair) -> str:
-        return request_key(self.identity, pair, self.oracle.swap_for(pair))
+        return request_key(self._identity_digest, pair, self.oracle.swap_for(pair))
 
     # -- cache -------------------------------------------------------------------------------------
-    def _cached(self, pair: Pair, key: str, swapped: bool, purpose: str) -> Label | None:
-        hit = self.ledger.get(key)
+    def _cached(self, pair: Pair, key: str, swapped: bool, purpose: str, hit: Label | None) -> Label | None:
+        """``hit``: the run ledger's row for ``key`` (looked up in bulk by the caller), if any."""
         if hit is None and self.shared is not None:
             hit = self.shared.get(key)
             if hit is not None and not hit.outcome.decisive and hit.outcome is not Outcome.TIE:
@@ -182,12 +190,13 @@ class Labeler:
         cond = asyncio.Condition()
         results: list[Label | None] = [None] * len(pairs)
         swaps = [self.oracle.swap_for(p) for p in pairs]
-        keys = [request_key(self.identity, p, s) for p, s in zip(pairs, swaps)]
+        keys = [request_key(self._identity_digest, p, s) for p, s in zip(pairs, swaps)]
 
         # 1. ledger hits: free (they still count as labels for training)
         todo: dict[str, list[int]] = {}
+        own = self.ledger.get_many(keys)
         for i, (p, k, s) in enumerate(zip(pairs, keys, swaps)):
-            hit = self._cached(p, k, s, purpose)
+            hit = self._cached(p, k, s, purpose, own.get(k))
             if hit is None:
                 todo.setdefault(k, []).append(i)
                 continue
@@ -200,11 +209,13 @@ class Labeler:
             results[i] = hit
             stats["cached"] += 1
 
-        # 2. misses: one request per distinct key, batched, at most `concurrency` batches in flight
+        # 2. misses: one request per distinct key, batched, at most `concurrency` batches in flight;
+        #    an oracle that caps its own calls gets as many again in the pipeline (pending row
+        #    committed, waiting for a call slot; or answered, its label being committed)
         firsts = list(todo)
         bs = max(1, int(getattr(self.oracle.cfg, "batch_size", 1) or 1))
         batches = [firsts[j:j + bs] for j in range(0, len(firsts), bs)]
-        sem = asyncio.Semaphore(max(1, int(getattr(self.oracle.cfg, "concurrency", 1) or 1)))
+        sem = asyncio.Semaphore(self.pipeline_width())
 
         def fill(k: str, lab: Label) -> None:
             for i in todo[k]:  # same request, possibly from the reversed pair: same answer, re-oriented

@@ -491,6 +491,21 @@ class Ledger:
         d["swapped"] = bool(d["swapped"])
         return Label.from_dict(d)
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, Label]:
+        """The stored labels of those ``keys`` that have one (a query per 500 keys)."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, Label] = {}
+        for j in range(0, len(keys), 500):
+            chunk = keys[j:j + 500]
+            with self._lock:
+                rows = self.db.execute(f"SELECT key, {', '.join(_LABEL_COLS)} FROM labels WHERE key IN "
+                                       f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for key, *r in rows:
+                d = dict(zip(_LABEL_COLS, r))
+                d["swapped"] = bool(d["swapped"])
+                out[key] = Label.from_dict(d)
+        return out
+
     def __contains__(self, key: str) -> bool:
         with self._lock:
             return self.db.execute("SELECT 1 FROM labels WHERE key=?", (key,)).fetchone() is not None

@@ -9,6 +9,7 @@ ever re-tokenised behind the user's back.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -95,9 +96,9 @@ class Pair:
         if self.a.prompt.token_ids != self.prompt.token_ids or self.b.prompt.token_ids != self.prompt.token_ids:
             raise ValueError("both completions of a pair must continue the pair's prompt")
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Content identity of the pair in the order (a, b)."""
+        """Content identity of the pair in the order (a, b) (computed once: the pair is immutable)."""
         return _digest(list(self.prompt.token_ids), list(self.a.token_ids), list(self.b.token_ids))
 
     @property

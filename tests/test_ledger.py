@@ -50,6 +50,24 @@ def test_rows_are_unique_wal_and_roundtrip(tmp_path):
     led.close()
 
 
+def test_bulk_lookup_and_group_writes(tmp_path):
+    led = Ledger(tmp_path / "ledger.sqlite")
+    ps = [pair(i) for i in range(1203)]
+    keys = [request_key(IDENT, p) for p in ps]
+    pend = led.write_many([("begin", (k, p, "train", "openai", Spend(1, 0.01, 100)), {}) for k, p in zip(keys, ps)])
+    assert len(led.pending()) == 1203 and len(set(pend)) == 1203
+    res = led.write_many([("put", (k, IDENT, p, Label(outcome=Outcome.A if i % 2 else Outcome.B, raw="x")),
+                           {"pending_id": pid}) for i, (k, p, pid) in enumerate(zip(keys, ps, pend))][:1000])
+    assert res == [True] * 1000 and len(led.pending()) == 203
+    got = led.get_many(keys + ["nope"])  # more keys than one query takes
+    assert len(got) == 1000 and got[keys[1]].outcome is Outcome.A and got[keys[2]].outcome is Outcome.B
+    # all or nothing: a bad write in a group commits none of it
+    with pytest.raises(ValueError):
+        led.write_many([("put", (keys[1001], IDENT, ps[1001], Label(outcome=Outcome.A)), {}), ("drop", (), {})])
+    assert keys[1001] not in led
+    led.close()
+
+
 def test_pending_rows_of_a_dead_process_become_lost(tmp_path):
     path = tmp_path / "ledger.sqlite"
     led = Ledger(path)

@@ -328,3 +328,22 @@ def test_key_revoked_mid_run_is_fatal_and_nothing_is_lost(monkeypatch, tmp_path,
         labeler.close()
         assert ledger.totals()["rows"] == 2 and ledger.pending() == []
         ledger.close()
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "lean"])
+def test_calls_in_flight_never_exceed_concurrency(tmp_path, backend):
+    """The Labeler commits pending rows ahead of free call slots (a pipeline twice the concurrency),
+    but the judge never sees more than `concurrency` requests at once, faults and retries included."""
+    app = create_app(KeywordJudge(KeywordConfig(swap_p=0.0)),
+                     ServerSettings(latency_ms=30, fault_rate=0.2, fault_kinds=("429", "500"), retry_after_s=0.01))
+    with ServerThread(app) as url:
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        labeler = Labeler(oracle(url, concurrency=6, http_backend=backend), Budget(labels=200), ledger, progress=False)
+        assert labeler.pipeline_width() == 12
+        labs = labeler.label(pairs(f"cap-{backend}", 120))
+        labeler.close()
+        ledger.close()
+        s = judge_state(app).stats()
+        assert all(l is not None for l in labs)
+        assert s["max_in_flight"] == 6  # reached, never exceeded
+        assert s["duplicate_paid"] == 0

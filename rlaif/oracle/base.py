@@ -52,6 +52,10 @@ class Oracle(ABC):
     Config: ClassVar[type] = OracleConfig
     kind: ClassVar[str] = "base"
     free: ClassVar[bool] = True  # a local judge costs nothing; paid judges set False
+    # True where the oracle itself caps its requests in flight at cfg.concurrency (its HTTP calls,
+    # not its bookkeeping): the Labeler may then commit the next requests' pending rows while
+    # those calls run, so that no call slot waits on the ledger
+    caps_own_concurrency: ClassVar[bool] = False
 
     def __init__(self, cfg: OracleConfig, *, task: Any = None, **_: Any) -> None:
         self.cfg = cfg

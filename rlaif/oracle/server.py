@@ -12,8 +12,8 @@ Endpoints
   (about 4 bytes a token) and, when asked (``logprobs``/``top_logprobs``), top log-probs of the
   answer letter from the oracle's P(A).
 - ``GET /stats``: requests received, by fault and status, answers sent ("paid"), and paid answers
-  per distinct shown pair, so a test can prove retry counts and that no answer was bought twice.
-  ``GET /stats?log=1`` adds one entry per request (arrival time, fault, status).
+  per distinct shown pair, so a test can prove retry counts and that no answer was bought twice;
+  ``max_in_flight``, the most chat requests it was answering at once. ``GET /stats?log=1`` adds one entry per request (arrival time, fault, status).
 - ``POST /admin/faults`` ``{"faults": ["429:2", "ok"], "match": "text"}``: queue faults for the next
   requests (whose prompt contains ``match``, when given): exact, not statistical, fault injection.
 - ``POST /admin/reset``: clear the stats and the queued faults.
@@ -96,6 +96,8 @@ class JudgeState:
     queued: list = field(default_factory=list)  # [(match or None, fault)]
     started: float = field(default_factory=time.monotonic)
     ready: bool = False
+    in_flight: int = 0  # chat requests being answered now
+    max_in_flight: int = 0  # the most at once since the last reset
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)
@@ -114,6 +116,7 @@ class JudgeState:
             self.paid.clear()
             self.log.clear()
             self.queued.clear()
+            self.max_in_flight = self.in_flight
             self.rng = random.Random(self.settings.seed)
 
     def choose_fault(self, header: str | None, content: str) -> str:
@@ -143,7 +146,8 @@ class JudgeState:
             d = {"requests": self.requests, "by_fault": dict(self.by_fault), "by_status": dict(self.by_status),
                  "paid": sum(self.paid.values()), "paid_pairs": len(self.paid),
                  "duplicate_paid": sum(n - 1 for n in self.paid.values() if n > 1),
-                 "queued": len(self.queued), "uptime_s": time.monotonic() - self.started}
+                 "queued": len(self.queued), "uptime_s": time.monotonic() - self.started,
+                 "max_in_flight": self.max_in_flight}
             if with_log:
                 d["log"] = list(self.log)
             return d
@@ -240,6 +244,16 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        with state.lock:
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            return await answer(request)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    async def answer(request: Request) -> Any:
         t_arrival = time.monotonic() - state.started
         with state.lock:
             state.requests += 1
@@ -410,8 +424,12 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         ap.error(str(e))
 
+    import gc
+
     import uvicorn
 
+    gc.collect()
+    gc.freeze()  # the app and its judge live as long as the server: keep them out of every collection
     print(f"serve-judge: {a.oracle} judge as model {a.model_name!r} on http://{a.host}:{a.port}/v1", flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, lifespan="off", timeout_graceful_shutdown=2,
                 timeout_keep_alive=30)
