@@ -104,6 +104,13 @@ class Budget:
     def _wall_over(self) -> bool:
         return self.wall_seconds is not None and time.monotonic() - self.started > self.wall_seconds
 
+    def labels_left(self) -> int | None:
+        """Labels not yet spent or reserved (None: no label limit)."""
+        with self._lock:
+            if not self.has["labels"]:
+                return None
+            return self.limits.labels - self.spent.labels - self.reserved.labels
+
     # -- reserving ------------------------------------------------------------------------------
     def try_reserve(self, worst: Spend, cached: bool = False) -> Reservation | _Wait | None:
         """Reserve ``worst`` if it fits; :data:`WAIT` if it may fit after in-flight calls settle;

@@ -189,125 +189,168 @@ class Labeler:
         counted = purpose != "eval"  # evaluation judgements cost dollars/tokens but are not labels
         cond = asyncio.Condition()
         results: list[Label | None] = [None] * len(pairs)
-        swaps = [self.oracle.swap_for(p) for p in pairs]
-        keys = [request_key(self._identity_digest, p, s) for p, s in zip(pairs, swaps)]
-
-        # 1. ledger hits: free (they still count as labels for training)
-        todo: dict[str, list[int]] = {}
-        own = self.ledger.get_many(keys)
-        for i, (p, k, s) in enumerate(zip(pairs, keys, swaps)):
-            hit = self._cached(p, k, s, purpose, own.get(k))
-            if hit is None:
-                todo.setdefault(k, []).append(i)
-                continue
-            if counted and self.budget is not None:
-                r = await self._reserve(Spend(labels=1), cond, cached=True)
-                if not r:
-                    stats["refused"] += 1
-                    continue
-                await self._settle(r, Spend(labels=1), cond)
-            results[i] = hit
-            stats["cached"] += 1
-
-        # 2. misses: one request per distinct key, batched, at most `concurrency` batches in flight;
-        #    an oracle that caps its own calls gets as many again in the pipeline (pending row
-        #    committed, waiting for a call slot; or answered, its label being committed)
-        firsts = list(todo)
+        n = len(pairs)
+        swaps: list[bool] = [False] * n
+        todo: dict[str, list[int]] = {}  # key -> the pairs asking it (the first one is asked)
+        answers: dict[str, Label] = {}  # key -> its answer, given to every pair of todo[key] at the end
+        refused: set[str] = set()  # keys the budget refused
         bs = max(1, int(getattr(self.oracle.cfg, "batch_size", 1) or 1))
-        batches = [firsts[j:j + bs] for j in range(0, len(firsts), bs)]
-        sem = asyncio.Semaphore(self.pipeline_width())
-
-        def fill(k: str, lab: Label) -> None:
-            for i in todo[k]:  # same request, possibly from the reversed pair: same answer, re-oriented
-                results[i] = reorient(lab, swaps[i])
+        width = self.pipeline_width()
+        queue: asyncio.Queue = asyncio.Queue()
+        errors: list[BaseException] = []
+        workers: list[asyncio.Task] = []
+        batch: list[str] = []
 
         async def run(batch: list[str]) -> None:
-            async with sem:
-                # another labelling call of this Labeler may be asking the same key right now
-                mine: list[str] = []
-                for k in batch:
-                    other = self._inflight.get(k)
-                    if other is not None:
-                        lab = await asyncio.shield(other)
-                        if lab is not None:
-                            fill(k, lab)
+            # another labelling call of this Labeler may be asking the same key right now
+            mine: list[str] = []
+            for k in batch:
+                other = self._inflight.get(k)
+                if other is not None:
+                    lab = await asyncio.shield(other)
+                    if lab is not None:
+                        answers[k] = lab
+                else:
+                    mine.append(k)
+            if not mine:
+                return
+            idx = [todo[k][0] for k in mine]
+            per = [self.oracle.worst_case(pairs[i]) for i in idx]
+            if not counted:
+                per = [Spend(0, w.dollars, w.tokens) for w in per]
+            worst = Spend()
+            for w in per:
+                worst = worst + w
+            res = await self._reserve(worst, cond)
+            if res is False:
+                refused.update(mine)
+                return
+            loop = asyncio.get_running_loop()
+            futs = {k: loop.create_future() for k in mine}
+            self._inflight.update(futs)
+            pend: list[int] = []
+            committed: set[int] = set()
+            called = False
+            try:
+                pend = await self._writes.submit([("begin", (k, pairs[i], purpose, self.oracle.name, w), {})
+                                                  for k, i, w in zip(mine, idx, per)])
+                t0 = time.time()
+                called = True
+                labels = await self.oracle.judge([pairs[i] for i in idx])
+                writes = []
+                for k, i, pid, lab in zip(mine, idx, pend, labels):
+                    if lab.swapped != swaps[i]:
+                        raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
+                                           f"swap for pair {pairs[i].id} is {swaps[i]}")
+                    if lab.outcome is Outcome.INVALID and lab.raw is None:
+                        # no answer at all (retries exhausted, ...): not a label, never served from the ledger
+                        writes.append(("fail", (k, pairs[i], lab, purpose), {"pending_id": pid}))
+                        stats["failed"] += 1
                     else:
-                        mine.append(k)
-                if not mine:
-                    return
-                idx = [todo[k][0] for k in mine]
-                per = [self.oracle.worst_case(pairs[i]) for i in idx]
-                if not counted:
-                    per = [Spend(0, w.dollars, w.tokens) for w in per]
-                worst = Spend()
-                for w in per:
-                    worst = worst + w
-                res = await self._reserve(worst, cond)
-                if res is False:
-                    stats["refused"] += sum(len(todo[k]) for k in mine)
-                    return
-                loop = asyncio.get_running_loop()
-                futs = {k: loop.create_future() for k in mine}
-                self._inflight.update(futs)
-                pend: list[int] = []
-                committed: set[int] = set()
-                called = False
-                try:
-                    pend = await self._writes.submit([("begin", (k, pairs[i], purpose, self.oracle.name, w), {})
-                                                      for k, i, w in zip(mine, idx, per)])
-                    t0 = time.time()
-                    called = True
-                    labels = await self.oracle.judge([pairs[i] for i in idx])
-                    writes = []
-                    for k, i, pid, lab in zip(mine, idx, pend, labels):
-                        if lab.swapped != swaps[i]:
-                            raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
-                                               f"swap for pair {pairs[i].id} is {swaps[i]}")
-                        if lab.outcome is Outcome.INVALID and lab.raw is None:
-                            # no answer at all (retries exhausted, ...): not a label, never served from the ledger
-                            writes.append(("fail", (k, pairs[i], lab, purpose), {"pending_id": pid}))
-                            stats["failed"] += 1
-                        else:
-                            writes.append(("put", (k, self.identity, pairs[i], lab, purpose),
-                                           {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
-                            stats["paid"] += 1
-                    await self._writes.submit(writes)
-                    committed.update(pend)
-                    for k, i, lab in zip(mine, idx, labels):
-                        if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
-                            self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
-                                            source=f"run:{self.ledger.path}")
-                    actual = _spend_of(labels, counted)
-                    await self._settle(res, actual, cond)
-                    res = None
-                    stats["dollars"] += actual.dollars
-                    stats["tokens"] += actual.tokens
-                    stats["latency_sum"] += sum(float(l.latency) for l in labels)
-                    stats["invalid"] += sum(1 for l in labels if l.outcome is Outcome.INVALID)
-                    for k, lab in zip(mine, labels):
-                        futs[k].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
-                        fill(k, lab)
-                except BaseException as e:
-                    left = [p for p in pend if p not in committed]
-                    if left:  # the call may have been billed: those requests are lost, charged at worst case
-                        log.warning("judge call failed (%d request(s) charged at worst case): %r", len(left), e)
-                        self.ledger.abandon(left, f"judge call failed: {type(e).__name__}: {e}")
-                        stats["lost"] += len(left)
-                    raise
-                finally:
-                    if res:  # not settled: charge the worst case if the call was made, else give it back
-                        await self._settle(res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
-                    for k, f in futs.items():
-                        if not f.done():
-                            f.set_result(None)
-                        self._inflight.pop(k, None)
+                        writes.append(("put", (k, self.identity, pairs[i], lab, purpose),
+                                       {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
+                        stats["paid"] += 1
+                await self._writes.submit(writes)
+                committed.update(pend)
+                for k, i, lab in zip(mine, idx, labels):
+                    if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
+                        self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
+                                        source=f"run:{self.ledger.path}")
+                actual = _spend_of(labels, counted)
+                await self._settle(res, actual, cond)
+                res = None
+                stats["dollars"] += actual.dollars
+                stats["tokens"] += actual.tokens
+                stats["latency_sum"] += sum(float(l.latency) for l in labels)
+                stats["invalid"] += sum(1 for l in labels if l.outcome is Outcome.INVALID)
+                for k, lab in zip(mine, labels):
+                    futs[k].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
+                    answers[k] = lab
+            except BaseException as e:
+                left = [p for p in pend if p not in committed]
+                if left:  # the call may have been billed: those requests are lost, charged at worst case
+                    log.warning("judge call failed (%d request(s) charged at worst case): %r", len(left), e)
+                    self.ledger.abandon(left, f"judge call failed: {type(e).__name__}: {e}")
+                    stats["lost"] += len(left)
+                raise
+            finally:
+                if res:  # not settled: charge the worst case if the call was made, else give it back
+                    await self._settle(res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
+                for k, f in futs.items():
+                    if not f.done():
+                        f.set_result(None)
+                    self._inflight.pop(k, None)
 
-        outcomes = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
-        for o in outcomes:
-            if isinstance(o, BaseException):
+        # A fixed set of workers takes the batches in order; after an error none takes another.
+        async def worker() -> None:
+            while (job := await queue.get()) is not None and not errors:
+                try:
+                    await run(job)
+                except BaseException as e:  # noqa: BLE001 - raised below, once the others stopped
+                    errors.append(e)
+                    return
+
+        def start_workers() -> None:
+            if not workers:
+                workers.extend(asyncio.ensure_future(worker()) for _ in range(width))
+
+        # 1. ledger hits are free (they still count as labels for training); 2. misses: one request
+        #    per distinct key. The requests start while later pairs are still being looked up, unless
+        #    the label limit could run out within this call: then every hit first takes its label.
+        left = self.budget.labels_left() if counted and self.budget is not None else None
+        chunk = 256 if left is None or left >= n else max(1, n)
+        try:
+            for start in range(0, n, chunk):
+                idx = range(start, min(n, start + chunk))
+                keys = []
+                for i in idx:
+                    swaps[i] = self.oracle.swap_for(pairs[i])
+                    keys.append(request_key(self._identity_digest, pairs[i], swaps[i]))
+                own = self.ledger.get_many(keys)
+                for i, k in zip(idx, keys):
+                    hit = self._cached(pairs[i], k, swaps[i], purpose, own.get(k))
+                    if hit is None:
+                        if k in todo:  # asked already (same texts shown in the same order)
+                            todo[k].append(i)
+                            continue
+                        todo[k] = [i]
+                        batch.append(k)
+                        if len(batch) == bs:
+                            queue.put_nowait(batch)
+                            batch = []
+                        continue
+                    if counted and self.budget is not None:
+                        r = await self._reserve(Spend(labels=1), cond, cached=True)
+                        if not r:
+                            stats["refused"] += 1
+                            continue
+                        await self._settle(r, Spend(labels=1), cond)
+                    results[i] = hit
+                    stats["cached"] += 1
+                if chunk < n and not queue.empty():
+                    start_workers()
+                    await asyncio.sleep(0)  # let the first requests go out
+            if batch:
+                queue.put_nowait(batch)
+            if not queue.empty():
+                start_workers()
+        except BaseException as e:  # the workers finish what they hold, and take nothing more
+            errors.append(e)
+            raise
+        finally:
+            for _ in workers:
+                queue.put_nowait(None)
+            try:
+                await asyncio.gather(*workers)
+            finally:
+                for k, ids in todo.items():  # same request, possibly from the reversed pair: re-oriented
+                    if (lab := answers.get(k)) is not None:
+                        for i in ids:
+                            results[i] = reorient(lab, swaps[i])
+                stats["refused"] += sum(len(todo[k]) for k in refused)
                 self._accumulate(stats, results)
-                raise o
-        self._accumulate(stats, results)
+        if errors:
+            raise errors[0]
         return results
 
     def _accumulate(self, stats: dict, results: list) -> None:

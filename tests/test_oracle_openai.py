@@ -323,10 +323,13 @@ def test_key_revoked_mid_run_is_fatal_and_nothing_is_lost(monkeypatch, tmp_path,
         labeler = Labeler(o, Budget(labels=10), ledger, progress=False)
         labeler.label(pairs("revoke-ok", 2))
         settings.api_key = "rotated-key-000000"
+        before = judge_state(app).stats()["requests"]
         with pytest.raises(OracleError, match="fatal error.*HTTP 401"):
-            labeler.label(pairs("revoke-after", 2))
+            labeler.label(pairs("revoke-after", 40))
         labeler.close()
         assert ledger.totals()["rows"] == 2 and ledger.pending() == []
+        # after the fatal answer no new request goes out (at most the other worker's one in flight)
+        assert judge_state(app).stats()["requests"] - before <= labeler.pipeline_width()
         ledger.close()
 
 
