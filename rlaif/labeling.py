@@ -33,6 +33,15 @@ def _spend_of(labels: Sequence[Label], counted: bool) -> Spend:
                  sum(int(l.tokens_in) + int(l.tokens_out) for l in labels))
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (vLLM and uvicorn bring it): a third less CPU per judge call."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class GroupCommit:
     """Ledger writes from many coroutines, committed together: the writes submitted while one group
     commits form the next group, one transaction (one fsync) each, in a worker thread so the event
@@ -362,8 +371,20 @@ class Labeler:
     # one event loop for the labeler's whole life: async HTTP clients stay bound to it
     def _run(self, coro):
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+            self._loop = _new_event_loop()
+        loop = self._loop
+        try:
+            return loop.run_until_complete(coro)
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM -> SystemExit) with calls in flight: cancel them and let
+            # them unwind here, so that each request in flight is recorded as lost (charged at its
+            # worst case) and nothing is left half-done for the garbage collector
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            raise
 
     def label(self, pairs: Sequence[Pair], purpose: str = "train") -> list[Label | None]:
         return self._run(self.alabel(pairs, purpose))

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import socket
+import sys
 import time
 import traceback
 
@@ -350,3 +351,42 @@ def test_calls_in_flight_never_exceed_concurrency(tmp_path, backend):
         assert all(l is not None for l in labs)
         assert s["max_in_flight"] == 6  # reached, never exceeded
         assert s["duplicate_paid"] == 0
+
+
+@pytest.mark.parametrize("loop", ["default", "asyncio"])
+def test_sigterm_mid_call_leaves_nothing_pending_and_the_labeler_usable(tmp_path, monkeypatch, loop):
+    """`rlaif run` turns SIGTERM into SystemExit: the calls in flight are cancelled and unwind
+    at once (their requests recorded as lost, charged at the worst case; the budget releases
+    nothing it may owe), the answers already committed stay, and the same Labeler goes on after."""
+    import os
+    import signal
+    import threading
+
+    if loop == "asyncio":  # the Labeler's default is uvloop where installed
+        monkeypatch.setattr("rlaif.labeling._new_event_loop", asyncio.new_event_loop)
+    app = create_app(KeywordJudge(KeywordConfig(swap_p=0.0)), ServerSettings(latency_ms=300))
+    old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with ServerThread(app) as url:
+            ledger = Ledger(tmp_path / "ledger.sqlite")
+            budget = Budget(labels=1000, dollars=100.0)
+            monkeypatch.setenv("RLAIF_SIG_KEY", "sk-any-key-0123456789")
+            o = oracle(url, concurrency=4, free=False, api_key_env="RLAIF_SIG_KEY", price_input_per_mtok=1.0,
+                       price_output_per_mtok=1.0, http_backend="lean")
+            labeler = Labeler(o, budget, ledger, progress=False)
+            timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+            timer.start()
+            with pytest.raises(SystemExit):
+                labeler.label(pairs("sigterm", 200))
+            assert ledger.pending() == [] and 0 < len(ledger.lost()) <= labeler.pipeline_width()
+            t = ledger.totals()
+            assert budget.reserved.dollars == pytest.approx(0.0) and budget.outstanding == 0
+            assert t["lost_dollars"] > 0 and budget.spent.dollars == pytest.approx(t["spent_dollars"])
+            rows = t["rows"]
+            assert rows > 0
+            more = labeler.label(pairs("after", 4))  # still usable
+            assert all(l.outcome.decisive for l in more) and ledger.totals()["rows"] == rows + 4
+            labeler.close()
+            ledger.close()
+    finally:
+        signal.signal(signal.SIGTERM, old)
