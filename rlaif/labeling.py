@@ -55,13 +55,27 @@ class GroupCommit:
         self._task: asyncio.Task | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    async def submit(self, ops: list[tuple[str, tuple, dict]]) -> list[Any]:
+    def submit_nowait(self, ops: list[tuple[str, tuple, dict]]) -> asyncio.Future:
+        """Hand ``ops`` over; the future resolves once they are committed."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.append((ops, fut))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
-        return await fut
+        return fut
+
+    async def submit(self, ops: list[tuple[str, tuple, dict]]) -> list[Any]:
+        return await self.submit_nowait(ops)
+
+    async def durable(self, ops: list[tuple[str, tuple, dict]]) -> tuple[list[Any], BaseException | None]:
+        """Submit and wait until committed even if cancelled meanwhile: (results, the cancellation
+        to raise once the caller has recorded them, or None). What the ledger holds and what the
+        caller believes it holds never part."""
+        fut = self.submit_nowait(ops)
+        try:
+            return await asyncio.shield(fut), None
+        except asyncio.CancelledError as e:
+            return await fut, e
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -240,9 +254,14 @@ class Labeler:
             pend: list[int] = []
             committed: set[int] = set()
             called = False
+            cancelled: BaseException | None = None
             try:
-                pend = await self._writes.submit([("begin", (k, pairs[i], purpose, self.oracle.name, w), {})
-                                                  for k, i, w in zip(mine, idx, per)])
+                pend, cancelled = await self._writes.durable(
+                    [("begin", (k, pairs[i], purpose, self.oracle.name, w), {}) for k, i, w in zip(mine, idx, per)])
+                if cancelled is not None:  # nothing was sent: the pending rows go, nothing is charged
+                    self.ledger.forget(pend)
+                    pend = []
+                    raise cancelled
                 t0 = time.time()
                 called = True
                 labels = await self.oracle.judge([pairs[i] for i in idx])
@@ -259,7 +278,8 @@ class Labeler:
                         writes.append(("put", (k, self.identity, pairs[i], lab, purpose),
                                        {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
                         stats["paid"] += 1
-                await self._writes.submit(writes)
+                # the answers are paid for: committed and settled even if cancelled meanwhile
+                _, cancelled = await self._writes.durable(writes)
                 committed.update(pend)
                 for k, i, lab in zip(mine, idx, labels):
                     if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
@@ -275,6 +295,8 @@ class Labeler:
                 for k, lab in zip(mine, labels):
                     futs[k].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
                     answers[k] = lab
+                if cancelled is not None:
+                    raise cancelled
             except BaseException as e:
                 left = [p for p in pend if p not in committed]
                 if left:  # the call may have been billed: those requests are lost, charged at worst case
@@ -290,14 +312,16 @@ class Labeler:
                         f.set_result(None)
                     self._inflight.pop(k, None)
 
-        # A fixed set of workers takes the batches in order; after an error none takes another.
+        # A fixed set of workers takes the batches in order; after an error they take the rest off
+        # the queue without doing them (so the look-ups never wait on a full queue), until told to stop.
         async def worker() -> None:
-            while (job := await queue.get()) is not None and not errors:
+            while (job := await queue.get()) is not None:
+                if errors:
+                    continue
                 try:
                     await run(job)
                 except BaseException as e:  # noqa: BLE001 - raised below, once the others stopped
                     errors.append(e)
-                    return
 
         def start_workers() -> None:
             if not workers:
@@ -307,9 +331,15 @@ class Labeler:
         #    per distinct key. The requests start while later pairs are still being looked up, unless
         #    the label limit could run out within this call: then every hit first takes its label.
         left = self.budget.labels_left() if counted and self.budget is not None else None
-        chunk = 256 if left is None or left >= n else max(1, n)
+        stream = left is None or left >= n
+        chunk = 256 if stream else max(1, n)
+        if stream:  # the workers start now; the look-ups stay a few batches ahead of them
+            queue = asyncio.Queue(maxsize=2 * width)
+            start_workers()
         try:
             for start in range(0, n, chunk):
+                if errors:
+                    break
                 idx = range(start, min(n, start + chunk))
                 keys = []
                 for i in idx:
@@ -325,7 +355,7 @@ class Labeler:
                         todo[k] = [i]
                         batch.append(k)
                         if len(batch) == bs:
-                            queue.put_nowait(batch)
+                            await queue.put(batch)
                             batch = []
                         continue
                     if counted and self.budget is not None:
@@ -336,19 +366,21 @@ class Labeler:
                         await self._settle(r, Spend(labels=1), cond)
                     results[i] = hit
                     stats["cached"] += 1
-                if chunk < n and not queue.empty():
-                    start_workers()
-                    await asyncio.sleep(0)  # let the first requests go out
+                if stream:
+                    await asyncio.sleep(0)  # let the requests go out
             if batch:
-                queue.put_nowait(batch)
+                await queue.put(batch)
             if not queue.empty():
                 start_workers()
         except BaseException as e:  # the workers finish what they hold, and take nothing more
             errors.append(e)
             raise
         finally:
+            if errors:  # the jobs not taken yet are dropped: room for the stop signals
+                while not queue.empty():
+                    queue.get_nowait()
             for _ in workers:
-                queue.put_nowait(None)
+                await queue.put(None)
             try:
                 await asyncio.gather(*workers)
             finally:
@@ -379,9 +411,12 @@ class Labeler:
             # interrupted (Ctrl-C, SIGTERM -> SystemExit) with calls in flight: cancel them and let
             # them unwind here, so that each request in flight is recorded as lost (charged at its
             # worst case) and nothing is left half-done for the garbage collector
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            writer = self._writes._task  # not cancelled: it commits what it was handed
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not writer]
             for t in pending:
                 t.cancel()
+            if writer is not None and not writer.done():
+                pending.append(writer)
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             raise

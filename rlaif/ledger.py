@@ -406,6 +406,12 @@ class Ledger:
              int(worst.tokens), time.time(), os.getpid()))
         return int(cur.lastrowid)
 
+    def forget(self, pending_ids: Iterable[int]) -> None:
+        """Pending rows of requests that were never sent (cancelled before the call): deleted, not charged."""
+        ids = [(int(p),) for p in pending_ids]
+        if ids:
+            self._tx(lambda: self.db.executemany("DELETE FROM pending WHERE id=?", ids))
+
     def abandon(self, pending_ids: Iterable[int], why: str) -> None:
         """A request that failed without an answer: its pending rows move to ``lost`` (charged)."""
         def go() -> None:

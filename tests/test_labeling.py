@@ -132,7 +132,10 @@ def test_requests_start_while_later_pairs_are_looked_up(tmp_path, labels):
     asked = sum(oracle.requests.values())
     batch = pairs + pairs[:50] + [p.swapped() for p in pairs[100:150]]
     got = labeler.label(batch)
-    assert all(l is not None for l in got) and sum(1 for l in got if l.cached) == 100
+    assert all(l is not None for l in got)
+    # streaming, a repeat may come after its first asking was answered: then it is a ledger hit
+    n_cached = sum(1 for l in got if l.cached)
+    assert n_cached == 100 if labels == 999 else 100 <= n_cached <= 200
     assert [l.outcome for l in got[700:750]] == [l.outcome for l in got[:50]]
     assert [l.outcome for l in got[750:]] == [l.outcome.flipped() for l in got[100:150]]
     same_order = sum(1 for p in pairs[100:150] if oracle.swap_for(p) != oracle.swap_for(p.swapped()))

@@ -401,8 +401,10 @@ TINY = ["policy=tiny", "oracle=simulated", "budget.labels=24", "budget.labels_pe
 
 def _rlaif_run(args: list[str], hydra_dir: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # its own process group, so that a kill takes vLLM's engine processes with it (as a scheduler's does)
     return subprocess.Popen([PY, "-m", "rlaif", "run", *TINY, *args, f"hydra.run.dir={hydra_dir}"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
 
 
 def _ledger_rows(run: Path) -> list[dict]:
@@ -428,7 +430,7 @@ def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
         assert time.time() < deadline
         time.sleep(0.05)
     time.sleep(random.Random(7).uniform(0.0, 1.0))
-    p.kill()
+    os.killpg(p.pid, signal.SIGKILL)  # kill -9, the whole job at once
     p.wait()
     p.stdout.close()
     before = {r["key"]: r for r in _ledger_rows(run)}
