@@ -75,10 +75,6 @@ class OpenAIConfig(OracleConfig):
         "help": "client-side token rate limit (counts the worst case of each request)"})
     batch_size: int = 1
     concurrency: int = field(default=16, metadata={"help": "requests in flight at once"})
-    pacing: bool = field(default=True, metadata={
-        "help": "spread call starts to at most 1.2 x concurrency / latency per second (latency learned from "
-                "the answers), in bursts of at most concurrency/8: no waves of simultaneous requests, which "
-                "keep every slot waiting on the slowest of its wave (and which providers' limits punish)"})
     http_backend: str = field(default="aiohttp", metadata={
         "help": "aiohttp: the SDK over its aiohttp transport (openai.DefaultAioHttpClient) | httpx: the SDK's "
                 "default transport | lean: chat requests straight through aiohttp, errors still the SDK's "
@@ -110,35 +106,6 @@ class RateLimiter:
                     self.level -= amount
                     return
                 await asyncio.sleep((amount - self.level) / self.rate)
-
-
-class Pacer:
-    """Spaces call starts ``latency / (headroom * slots)`` apart, ``burst`` at most at once (a
-    generic cell rate algorithm), with ``latency`` a running mean of successful calls. A full set of
-    slots then turns over as a steady stream instead of a wave: with a fixed latency a wave of
-    requests comes back as a wave and every call waits on the processing of the whole wave, one
-    cycle after another. The headroom keeps the pace above what the slots can sustain, so it
-    smooths without limiting."""
-
-    def __init__(self, slots: int, headroom: float = 1.2, burst: int | None = None) -> None:
-        self.slots = max(1, slots)
-        self.headroom = headroom
-        self.burst = burst if burst is not None else max(1, self.slots // 8)
-        self.latency: float | None = None  # until the first answer: no pacing
-        self._next = 0.0  # virtual time of the next free start
-
-    def observe(self, seconds: float) -> None:
-        self.latency = seconds if self.latency is None else 0.9 * self.latency + 0.1 * seconds
-
-    async def wait(self) -> None:
-        if self.latency is None:
-            return
-        interval = self.latency / (self.headroom * self.slots)
-        now = time.monotonic()
-        self._next = max(self._next, now - self.burst * interval) + interval
-        delay = self._next - interval * self.burst - now
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 def _retryable(e: BaseException) -> bool:
@@ -193,7 +160,6 @@ class OpenAIOracle(Oracle):
         self._next = itertools.count()
         self._secret: str | None = None
         self._sem: asyncio.Semaphore | None = None
-        self._pacer = Pacer(cfg.concurrency) if cfg.pacing else None
         self._rpm = RateLimiter(cfg.requests_per_minute) if cfg.requests_per_minute else None
         self._tpm = RateLimiter(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
         self.base_url = cfg.base_url.rstrip("/")
@@ -387,21 +353,14 @@ class OpenAIOracle(Oracle):
                     await self._rpm.acquire(1)
                 if self._tpm:
                     await self._tpm.acquire(bound)
-                if self._pacer:
-                    await self._pacer.wait()
                 attempts += 1
-                started = time.monotonic()
                 if self._lean is not None:
-                    out = await self._lean.post(kwargs)
-                else:
-                    client = self._clients[next(self._next) % len(self._clients)]
-                    # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
-                    # without re-validating the request parameters or building pydantic models of the
-                    # answer (about a millisecond of CPU per call); the JSON is read below
-                    out = (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
-                if self._pacer:
-                    self._pacer.observe(time.monotonic() - started)
-                return out
+                    return await self._lean.post(kwargs)
+                client = self._clients[next(self._next) % len(self._clients)]
+                # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
+                # without re-validating the request parameters or building pydantic models of the
+                # answer (about a millisecond of CPU per call); the JSON is read below
+                return (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
 
         try:
             resp = await AsyncRetrying(stop=stop_after_attempt(c.max_attempts), wait=self._wait,
