@@ -45,7 +45,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 class GroupCommit:
     """Ledger writes from many coroutines, committed together: the writes submitted while one group
     commits form the next group, one transaction (one fsync) each, in a worker thread so the event
-    loop goes on answering the judge meanwhile. ``await submit(ops)`` returns once ``ops`` are
+    loop goes on answering the judge meanwhile. ``await durable(ops)`` returns once ``ops`` are
     durable, exactly as the direct calls would; should a group fail, each submission of it is
     retried alone so that one bad write does not take the others with it."""
 
@@ -63,9 +63,6 @@ class GroupCommit:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
         return fut
-
-    async def submit(self, ops: list[tuple[str, tuple, dict]]) -> list[Any]:
-        return await self.submit_nowait(ops)
 
     async def durable(self, ops: list[tuple[str, tuple, dict]]) -> tuple[list[Any], BaseException | None]:
         """Submit and wait until committed even if cancelled meanwhile: (results, the cancellation
@@ -330,8 +327,8 @@ class Labeler:
         # 1. ledger hits are free (they still count as labels for training); 2. misses: one request
         #    per distinct key. The requests start while later pairs are still being looked up, unless
         #    the label limit could run out within this call: then every hit first takes its label.
-        left = self.budget.labels_left() if counted and self.budget is not None else None
-        stream = left is None or left >= n
+        labels_left = self.budget.labels_left() if counted and self.budget is not None else None
+        stream = labels_left is None or labels_left >= n
         chunk = 256 if stream else max(1, n)
         if stream:  # the workers start now; the look-ups stay a few batches ahead of them
             queue = asyncio.Queue(maxsize=2 * width)
