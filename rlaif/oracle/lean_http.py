@@ -17,29 +17,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp  # the SDK's aiohttp extra (a project dependency); this module is imported only for `lean`
 import httpx2
 import openai as sdk
 
 
 class LeanChatClient:
     def __init__(self, client: sdk.AsyncOpenAI, *, timeout_s: float, connections: int) -> None:
-        import aiohttp  # the SDK's aiohttp extra; checked by the oracle at setup
-
         self._sdk = client
         self.url = str(client.base_url).rstrip("/") + "/chat/completions"
         headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
         headers.update(client.auth_headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session = aiohttp.ClientSession(
-            headers=headers, connector=aiohttp.TCPConnector(limit=max(1, connections)), timeout=self._timeout)
-        self._aiohttp = aiohttp
+        self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=max(1, connections)),
+                                              timeout=aiohttp.ClientTimeout(total=timeout_s))
 
     def _request(self, body: bytes) -> httpx2.Request:
         return httpx2.Request("POST", self.url, content=body)
 
     async def post(self, body: dict[str, Any]) -> bytes:
         """The answer's body on a 2xx; the SDK's exception otherwise."""
-        aiohttp = self._aiohttp
         data = json.dumps(body).encode()
         try:
             async with self._session.post(self.url, data=data) as r:
