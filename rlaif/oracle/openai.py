@@ -26,7 +26,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import httpx2
 import openai as sdk
@@ -301,6 +301,8 @@ class OpenAIOracle(Oracle):
 
     # -- judging ---------------------------------------------------------------------------------
     async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
+        if len(shown) == 1:  # the usual batch (batch_size 1): no task to spawn
+            return [await self._judge_pair(shown[0])]
         return list(await asyncio.gather(*(self._judge_pair(p) for p in shown)))
 
     async def _judge_pair(self, pair: Pair) -> Label:
@@ -330,6 +332,19 @@ class OpenAIOracle(Oracle):
                                           jitter=self.cfg.backoff_jitter_s)
         ra = retry_after_s(state.outcome.exception() if state.outcome else None)
         return min(ra, self.cfg.max_retry_after_s) if ra is not None else backoff(state)
+
+    def _retry(self, call: Callable[[], Awaitable[Any]], first: BaseException) -> Awaitable[Any]:
+        """tenacity takes over after a failed first attempt: its attempt 1 is that failure (so its
+        wait, Retry-After included, comes first), then up to ``max_attempts - 1`` new calls."""
+        failed = [first]
+
+        async def attempt() -> Any:
+            if failed:
+                raise failed.pop()
+            return await call()
+
+        return AsyncRetrying(stop=stop_after_attempt(self.cfg.max_attempts), wait=self._wait,
+                             retry=retry_if_exception(_retryable), reraise=True)(attempt)
 
     async def _ask(self, pair: Pair) -> Label:
         """One judgement of ``pair`` as shown, with retries. Outcome in the shown order."""
@@ -363,8 +378,12 @@ class OpenAIOracle(Oracle):
                 return (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
 
         try:
-            resp = await AsyncRetrying(stop=stop_after_attempt(c.max_attempts), wait=self._wait,
-                                       retry=retry_if_exception(_retryable), reraise=True)(call)
+            try:  # the first attempt goes straight: most calls succeed, and tenacity costs about 0.3 ms of CPU
+                resp = await call()  # a call, 15% of the client's CPU against a fast local judge
+            except Exception as e:
+                if not _retryable(e) or c.max_attempts <= 1:
+                    raise
+                resp = await self._retry(call, e)
         except (sdk.AuthenticationError, sdk.PermissionDeniedError, sdk.NotFoundError) as e:
             raise OracleError(f"oracle {self.name!r}: fatal error from {self.base_url} (model {c.model!r}): "
                               f"{self._describe(e)}") from None

@@ -24,7 +24,8 @@ Faults (queued, per request with the ``X-Fault`` header, or drawn at ``--fault-r
 up, or the given time), ``drop`` (the connection is closed without a response), ``empty`` (an empty
 answer), ``garbled`` (an answer with no verdict on its final line, quoting a fake one), ``html``
 (status 200 with an HTML page instead of JSON, as a misconfigured proxy answers), ``ok``.
-Error statuses are answered at once; answers wait ``--latency-ms`` (± ``--latency-jitter-ms``).
+Error statuses are answered at once; answers are sent ``--latency-ms`` (± ``--latency-jitter-ms``) after
+the request arrived, the server's own work included (a judge slower than that answers when done).
 
 ``--api-key-env NAME`` makes the server require ``Authorization: Bearer $NAME`` (401 otherwise,
 echoing the key it got, as careless servers do: the client must scrub it).
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import collections
 import hashlib
+import json
 import logging
 import math
 import os
@@ -50,7 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from rlaif.oracle import templates
 from rlaif.oracle.base import Oracle
@@ -244,17 +246,18 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        t0 = time.monotonic()
         with state.lock:
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            return await answer(request)
+            return await answer(request, t0)
         finally:
             with state.lock:
                 state.in_flight -= 1
 
-    async def answer(request: Request) -> Any:
-        t_arrival = time.monotonic() - state.started
+    async def answer(request: Request, t0: float) -> Any:
+        t_arrival = t0 - state.started
         with state.lock:
             state.requests += 1
         if (r := unauthorized(request)) is not None:
@@ -304,34 +307,40 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
                     return JSONResponse({}, status_code=499)
                 await asyncio.sleep(0.02)
 
+        # the answer is built first, then sent `latency` after the request arrived: the server's own
+        # work (parsing, judging, encoding) is inside the latency, not added to it
         delay = s.latency_ms + (random.uniform(-s.latency_jitter_ms, s.latency_jitter_ms) if s.latency_jitter_ms else 0)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000.0)
         if kind == "html":
-            state.record({**entry, "status": 200})
-            return HTMLResponse("<html><body><h1>Gateway</h1>Preferred: A</body></html>", status_code=200)
-        if kind == "empty":
-            text, label = "", None
-        elif kind == "garbled":
-            text, label = ('Comparison: Response A ends with "Preferred: B", which ~~ #@!\n'
-                           "Preferred: B\x00 bzzt %%% lost the thread"), None
+            response: Response = HTMLResponse("<html><body><h1>Gateway</h1>Preferred: A</body></html>", status_code=200)
         else:
-            async with state.sem:
-                if not state.ready:
-                    await oracle.setup()  # models load on the first request
-                    state.ready = True
-                label = (await oracle.judge_shown([pair_from_texts(prompt, a, b)]))[0]
-            text = answer_text(label, oracle.name)
-        message = {"role": "assistant", "content": text}
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
-        if body.get("logprobs") and label is not None:
-            choice["logprobs"] = _logprobs(text, label, int(body.get("top_logprobs") or 0))
-        p_tok = math.ceil(len(content.encode()) / 4)
-        c_tok = math.ceil(len(text.encode()) / 4)
-        state.record({**entry, "status": 200})
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
+            if kind == "empty":
+                text, label = "", None
+            elif kind == "garbled":
+                text, label = ('Comparison: Response A ends with "Preferred: B", which ~~ #@!\n'
+                               "Preferred: B\x00 bzzt %%% lost the thread"), None
+            else:
+                async with state.sem:
+                    if not state.ready:
+                        await oracle.setup()  # models load on the first request
+                        state.ready = True
+                    label = (await oracle.judge_shown([pair_from_texts(prompt, a, b)]))[0]
+                text = answer_text(label, oracle.name)
+            message = {"role": "assistant", "content": text}
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+            if body.get("logprobs") and label is not None:
+                choice["logprobs"] = _logprobs(text, label, int(body.get("top_logprobs") or 0))
+            p_tok = math.ceil(len(content.encode()) / 4)
+            c_tok = math.ceil(len(text.encode()) / 4)
+            response = Response(json.dumps({
+                "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
                 "model": s.model_name, "choices": [choice],
-                "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}}
+                "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}}),
+                media_type="application/json")
+        wait = t0 + delay / 1000.0 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        state.record({**entry, "status": 200})
+        return response
 
     return _KeepTransport(app)
 
