@@ -33,6 +33,7 @@ import openai as sdk
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from rlaif.oracle import parsing, templates
+from rlaif.oracle.call_slots import CallSlots
 from rlaif.oracle.base import Oracle, OracleConfig, OracleError, Spend
 from rlaif.types import Label, Outcome, Pair
 
@@ -140,7 +141,7 @@ class OpenAIOracle(Oracle):
     Config = OpenAIConfig
     kind = "openai"
     free = False
-    caps_own_concurrency = True  # the semaphore in _ask wraps each HTTP attempt
+    caps_own_concurrency = True  # each HTTP attempt is made in one of `concurrency` call slots
 
     def __init__(self, cfg: OpenAIConfig, *, task: Any = None, **kw: Any) -> None:
         super().__init__(cfg, task=task, **kw)
@@ -159,7 +160,7 @@ class OpenAIOracle(Oracle):
         self._lean: Any = None
         self._next = itertools.count()
         self._secret: str | None = None
-        self._sem: asyncio.Semaphore | None = None
+        self._slots: CallSlots | None = None
         self._rpm = RateLimiter(cfg.requests_per_minute) if cfg.requests_per_minute else None
         self._tpm = RateLimiter(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
         self.base_url = cfg.base_url.rstrip("/")
@@ -244,7 +245,7 @@ class OpenAIOracle(Oracle):
                 self._clients.append(sdk.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0,
                                                      timeout=c.timeout_s, http_client=http))
         self._client = self._clients[0]
-        self._sem = asyncio.Semaphore(max(1, c.concurrency))
+        self._slots = CallSlots(n)
         try:
             if c.http_backend == "lean":
                 from rlaif.oracle.lean_http import LeanChatClient
@@ -275,6 +276,9 @@ class OpenAIOracle(Oracle):
                               f"offers: {', '.join(listed[:20]) or '(none)'}")
 
     async def aclose(self) -> None:
+        if self._slots is not None:
+            await self._slots.aclose()
+            self._slots = None
         if self._lean is not None:
             await self._lean.close()
             self._lean = None
@@ -360,22 +364,24 @@ class OpenAIOracle(Oracle):
         attempts = 0
         t0 = time.monotonic()
 
+        async def send() -> Any:  # one HTTP attempt, made in a call slot
+            if self._rpm:
+                await self._rpm.acquire(1)
+            if self._tpm:
+                await self._tpm.acquire(bound)
+            if self._lean is not None:
+                return await self._lean.post(kwargs)
+            client = self._clients[next(self._next) % len(self._clients)]
+            # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
+            # without re-validating the request parameters or building pydantic models of the
+            # answer (about a millisecond of CPU per call); the JSON is read below
+            return (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
+
         async def call() -> Any:
             nonlocal attempts
-            assert self._sem is not None
-            async with self._sem:
-                if self._rpm:
-                    await self._rpm.acquire(1)
-                if self._tpm:
-                    await self._tpm.acquire(bound)
-                attempts += 1
-                if self._lean is not None:
-                    return await self._lean.post(kwargs)
-                client = self._clients[next(self._next) % len(self._clients)]
-                # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
-                # without re-validating the request parameters or building pydantic models of the
-                # answer (about a millisecond of CPU per call); the JSON is read below
-                return (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
+            assert self._slots is not None
+            attempts += 1
+            return await self._slots.call(send, retry=attempts > 1)
 
         try:
             try:  # the first attempt goes straight: most calls succeed, and tenacity costs about 0.3 ms of CPU
