@@ -198,6 +198,12 @@ class Budget:
         self.restored = got
         return got
 
+    def count_elapsed(self, seconds: float) -> None:
+        """On resume: the wall-clock seconds earlier processes of the run already used count
+        against ``wall_seconds`` (the clock does not restart with each process)."""
+        with self._lock:
+            self.started -= max(0.0, float(seconds))
+
     # -- reporting ------------------------------------------------------------------------------
     def remaining(self) -> dict:
         """What is left of each configured limit (after what is reserved)."""

@@ -93,6 +93,7 @@ def build(cfg, run_dir: Path) -> Parts:
     labeler = Labeler(oracle, budget, ledger, shared=cfg.ledger_cache)
     labeler.check()  # fatal judge errors (bad key, unknown model, no price) stop here, before any spend
     got = budget.restore(ledger)  # a no-op on a fresh run; on resume: what was already paid (and lost)
+    budget.count_elapsed(state.elapsed_before)  # and the wall-clock time already used
     if resumed:
         log.info("resuming %s: %d paid labels in the ledger ($%.4f)", run_dir, got["paid_rows"], got["dollars"])
     return Parts(cfg, run_dir, budget, oracle, acquisition, ledger, state, labeler, resumed)
@@ -345,7 +346,8 @@ def _finish(p: Parts, rows, acquired, acq_seconds, acq_generations, stopped_by, 
         "acquisition_seconds_per_label": acq_seconds / acquired if acquired else None,
         "reference_passes": p.reference.passes,
         "ledger": p.ledger.totals(),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": p.state.elapsed(),  # the whole run's, earlier processes included
+        "session_seconds": time.perf_counter() - started,
         "resumed": p.resumed,
     }
     for k in ("gold_winrate", "gold_winrate_ci", "gold_reward", "gold_reward_ci", "reference_gold_reward",

@@ -167,13 +167,22 @@ class RunState:
         else:
             self.data = {"version": STATE_VERSION, "created_at": time.time(), "config_fingerprint": None,
                          "rounds": {}, "finished": False, "resumes": 0}
+        # wall-clock seconds of the run's earlier processes, up to each one's last save (a kill
+        # loses the time since then); every save adds this process's time so far
+        self.elapsed_before = float(self.data.get("elapsed_s", 0.0))
+        self._clock = time.monotonic()
 
     @property
     def exists(self) -> bool:
         """True when a previous process saved state here (i.e. this is a resume)."""
         return self.path.exists()
 
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the whole run so far, earlier processes included."""
+        return self.elapsed_before + time.monotonic() - self._clock
+
     def _save(self) -> None:
+        self.data["elapsed_s"] = round(self.elapsed(), 3)
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str))
 
     def _round(self, r: int) -> dict:

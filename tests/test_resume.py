@@ -76,6 +76,20 @@ def test_run_state_roundtrip_and_atomic_files(tmp_path):
     assert round_seed(0, 1) == round_seed(0, 1) != round_seed(0, 2) != round_seed(1, 1)
 
 
+def test_the_run_clock_goes_on_across_resumes(tmp_path):
+    """wall_seconds (the summary's, and the budget's limit) counts every process of the run."""
+    st = RunState(tmp_path)
+    time.sleep(0.2)
+    st.save_metrics(0, {"round": 0})  # each save records the run's time so far
+    again = RunState(tmp_path)
+    assert again.elapsed_before >= 0.2 and again.elapsed() >= 0.2
+    budget = Budget(labels=10, wall_seconds=0.15)
+    assert not budget.exhausted
+    budget.count_elapsed(again.elapsed_before)  # what loop.build does on resume
+    assert budget.exhausted and budget.stopped_by == "wall_seconds"
+    assert budget.as_dict()["elapsed_s"] >= 0.2
+
+
 def test_damaged_pairs_file_is_reported(tmp_path):
     st = RunState(tmp_path)
     st.save_pairs(2, make_pairs(3))
@@ -451,6 +465,7 @@ def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
         assert by_key[k]["committed_at"] == r["committed_at"] and by_key[k]["outcome"] == r["outcome"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["labels"] == 24 and summary["stopped_by"] == "labels"
+    assert summary["wall_seconds"] > summary["session_seconds"] + 1  # the killed process's time counts
     train = [r for r in after if r["purpose"] == "train"]
     assert len(train) == 24
     # the same labels an uninterrupted run of the same seed bought
