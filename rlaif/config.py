@@ -48,7 +48,8 @@ class BudgetConfig:
     labels: Optional[int] = field(default=None, metadata={"help": "max labels bought"})
     dollars: Optional[float] = field(default=None, metadata={"help": "max US dollars spent on the oracle"})
     tokens: Optional[int] = field(default=None, metadata={"help": "max judge tokens (in + out)"})
-    wall_seconds: Optional[float] = field(default=None, metadata={"help": "stop acquiring after this many wall-clock seconds of the run (a resumed run counts its earlier processes)"})
+    wall_seconds: Optional[float] = field(default=None, metadata={
+        "help": "stop acquiring after this many wall-clock seconds of the run (a resumed run counts its earlier processes)"})
     labels_per_round: int = field(default=64, metadata={"help": "label schedule step: M grows by this"})
     max_rounds: Optional[int] = None
 
