@@ -415,7 +415,7 @@ TINY = ["policy=tiny", "oracle=simulated", "budget.labels=24", "budget.labels_pe
 
 def _rlaif_run(args: list[str], hydra_dir: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # its own process group, so that a kill takes vLLM's engine processes with it (as a scheduler's does)
+    # its own process group: the test can see whether anything of the run outlives it
     return subprocess.Popen([PY, "-m", "rlaif", "run", *TINY, *args, f"hydra.run.dir={hydra_dir}"], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **kw)
@@ -444,9 +444,25 @@ def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
         assert time.time() < deadline
         time.sleep(0.05)
     time.sleep(random.Random(7).uniform(0.0, 1.0))
-    os.killpg(p.pid, signal.SIGKILL)  # kill -9, the whole job at once
+    os.kill(p.pid, signal.SIGKILL)  # kill -9 of the main process alone, as the OOM killer does
     p.wait()
     p.stdout.close()
+    # its vLLM engine processes (same process group) do not outlive it: the orphan guard stops them
+    deadline = time.time() + 30
+    try:
+        while time.time() < deadline:
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("vLLM engine processes outlived the killed run by 30 s")
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # whatever is left, so that the suite goes on clean
+        except ProcessLookupError:
+            pass
     before = {r["key"]: r for r in _ledger_rows(run)}
     assert before
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rlaif.generator import orphan_guard
 from rlaif.generator.base import Generator, SamplingParams
 from rlaif.types import Completion, Prompt
 
@@ -124,6 +125,7 @@ class VLLMGenerator(Generator):
         self._own_sync_dir = cfg.sync_dir is None
         self._sync_dir: Path | None = Path(cfg.sync_dir) if cfg.sync_dir else None
         self.max_model_len: int | None = None
+        self._guard: orphan_guard.Guard | None = None
 
     # -- engine --------------------------------------------------------------------------------
     def _engine_env(self) -> None:
@@ -184,7 +186,9 @@ class VLLMGenerator(Generator):
         t = time.perf_counter()
         log.info("starting vLLM %s engine on %s (%s)", vllm.__version__, args["model"],
                  "CUDA" if self.on_cuda else "CPU")
+        before = orphan_guard.children_pids()
         self.llm = vllm.LLM(**args)
+        self._guard = orphan_guard.guard(before)  # engines stopped even if this process is killed -9
         self.start_seconds = time.perf_counter() - t
         self.serving = "reference"
         log.info("vLLM engine ready in %.1f s", self.start_seconds)
@@ -201,6 +205,9 @@ class VLLMGenerator(Generator):
             import gc
 
             gc.collect()
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._own_sync_dir and self._sync_dir is not None:
             shutil.rmtree(self._sync_dir, ignore_errors=True)
             self._sync_dir = None
