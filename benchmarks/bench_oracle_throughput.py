@@ -107,6 +107,9 @@ def bench_oracle(a: argparse.Namespace, base: str, proc: subprocess.Popen, backe
             "lost": sum(l is None for l in labels), "invalid": sum(l is not None and l.outcome is Outcome.INVALID
                                                                    for l in labels),
             "retried": sum(l is not None and l.attempts > 1 for l in labels), "ledger_rows": rows,
+            "gave_up": sum(l is not None and l.outcome is Outcome.INVALID and l.raw is None for l in labels),
+            "invalid_reasons": sorted({f"{l.reason} (attempts {l.attempts})" for l in labels
+                                       if l is not None and l.outcome is Outcome.INVALID}),
             "client_cpu_ms": 1000 * cpu / len(labels), "server_cpu_ms": 1000 * scpu / len(labels), **stats}
 
 
@@ -188,11 +191,19 @@ def main() -> None:
     row("server CPU ms/label", [f"{r['server_cpu_ms']:.2f}" for r in runs.values()])
     row("lost labels", [str(r["lost"]) for r in runs.values()])
     row("invalid labels", [str(r["invalid"]) for r in runs.values()])
+    row("  all attempts failed", [str(r["gave_up"]) for r in runs.values()])
     row("paid answers / ledger rows", [f"{r['paid']} / {r['ledger_rows']}" for r in runs.values()])
     row("duplicate paid calls", [str(r["duplicate_paid"]) for r in runs.values()], str(naive["duplicate_paid"]))
+    for b, r in runs.items():
+        for why in r["invalid_reasons"][:5]:
+            print(f"{b}: invalid: {why}")
     print()
     for b, r in runs.items():
-        safe = r["lost"] == 0 and r["duplicate_paid"] == 0 and r["paid"] == r["ledger_rows"] == r["labels"]
+        # every pair got a label (an invalid one, with its reason, where all attempts failed: at 10%
+        # faults, 6 in a row happen to about one pair in a million), and every paid answer is in the
+        # ledger exactly once
+        safe = (r["lost"] == 0 and r["duplicate_paid"] == 0 and r["labels"] == a.labels
+                and r["paid"] == r["ledger_rows"] == r["labels"] - r["gave_up"])
         ok = safe and r["rate"] >= 0.95 * bound
         print(f"{b:8} target >= 95% of C/L with zero lost labels and zero duplicate paid calls: "
               f"{'MET' if ok else 'NOT MET'} ({r['rate'] / bound:.1%}{'' if safe else '; LOST OR DUPLICATE LABELS'})")
