@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-CONF_DIR = os.environ.get("RLAIF_CONF") or str(Path(__file__).resolve().parent.parent / "conf")
+from rlaif.paths import CONF_DIR as _CONF
+
+CONF_DIR = str(_CONF)
 SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "bearer")
 
 

@@ -54,13 +54,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from rlaif import paths
 from rlaif.oracle import templates
 from rlaif.oracle.base import Oracle
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "oracle"
+CONF_DIR = paths.CONF_DIR / "oracle"
 FAULT_KINDS = ("ok", "429", "500", "502", "503", "hang", "drop", "empty", "garbled", "html")
 
 

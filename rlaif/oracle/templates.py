@@ -33,7 +33,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+from rlaif.paths import PROMPTS_DIR
+
 DEFAULT = "helpfulness"
 
 M_PROMPT, M_A, M_B, M_END = "<<<PROMPT>>>", "<<<RESPONSE A>>>", "<<<RESPONSE B>>>", "<<<END>>>"
