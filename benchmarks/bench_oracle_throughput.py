@@ -170,7 +170,7 @@ def main() -> None:
     print(f"\nserve-judge: latency {a.latency_ms:g} ms, {a.fault_rate:.0%} of requests fail with 429 "
           f"(Retry-After {a.retry_after:g} s) or 500; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"openai oracle + Labeler + SQLite ledger, by http_backend; the naive baseline: 10 threads\n")
+    print("openai oracle + Labeler + SQLite ledger, by http_backend; the naive baseline: 10 threads\n")
 
     def row(name: str, cells: list[str], naive_cell: str = "") -> None:
         print(f"{name:28}" + "".join(f"{c:>{w}}" for c in cells) + f"{naive_cell:>{w}}")

@@ -30,8 +30,8 @@ GRACE_S = 5.0
 
 
 class Guard:
-    def __init__(self, proc: subprocess.Popen, pids: list[int]) -> None:
-        self.proc, self.pids = proc, pids
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -57,7 +57,7 @@ def guard(before: set[int]) -> Guard | None:
             continue
     proc = subprocess.Popen([sys.executable, "-m", "rlaif.generator.orphan_guard", str(os.getpid()), *args],
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    return Guard(proc, [p.pid for p in procs])
+    return Guard(proc)
 
 
 def children_pids() -> set[int]:
