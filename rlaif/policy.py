@@ -118,6 +118,16 @@ class Policy:
             self.model = self.base
         self.version += 1
 
+    @torch.no_grad()
+    def is_reference(self) -> bool:
+        """True when the current weights are exactly the reference's (LoRA: every B is zero, so
+        the adapter adds nothing; full fine-tuning: every tensor equal). Then every implicit reward
+        is exactly 0 by definition, whatever two backends would compute for it."""
+        if self.lora:
+            return all(not p.any() for n, p in self.model.named_parameters() if "lora_B" in n)
+        ref = self._ref.state_dict()
+        return all(torch.equal(t, ref[k]) for k, t in self.base.state_dict().items())
+
     @contextmanager
     def reference(self):
         """The frozen reference model (eval mode, no grad)."""

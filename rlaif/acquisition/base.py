@@ -35,6 +35,10 @@ class AcquisitionConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the pair completions"})
     top_p: float = 1.0
     top_k: int = 0
+    tolerance: float = field(default=1e-2, metadata={
+        "help": "scores (entropy in nats, certainty in reward units) closer than this rank as ties, broken "
+                "by the seeded order: vLLM's and transformers' log-probs of the same tokens differ by "
+                "~1e-4 per sequence and threads / batching move them by ~1e-5, noise that must not select"})
     drop_identical: bool = field(default=True, metadata={
         "help": "never acquire a pair whose two completions are identical (a wasted label)"})
     max_tries: int = field(default=3, metadata={"help": "resampling rounds to replace identical pairs"})
@@ -133,7 +137,14 @@ class AcquisitionContext:
         return list(vals)
 
     def implicit_rewards(self, completions: Sequence[Completion], stage: str = "pair_scoring") -> list[float]:
-        """r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over completion tokens."""
+        """r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over completion tokens.
+
+        While the policy's weights are the reference's (round 1), every reward is exactly 0 and
+        nothing is computed: the policy's log-probs come from the generator (vLLM) and the
+        reference's from transformers, and their ~1e-5 disagreement must never rank pairs.
+        """
+        if self.generator.is_reference():
+            return [0.0] * len(completions)
         pol = self.policy_logprobs(completions, stage)
         ref = self.reference_logprobs_counted(completions, stage)
         return [self.beta * (p - r) for p, r in zip(pol, ref)]
@@ -208,9 +219,18 @@ def score_pairs(pairs: Sequence[Pair], ctx: AcquisitionContext, stage: str = "pa
     return cert
 
 
-def ranked(scores: Sequence[float], largest: bool = True) -> list[int]:
-    """Indices from best to worst; ties keep their original (seeded, random) order."""
+def ranked(scores: Sequence[float], largest: bool = True, tolerance: float = 0.0) -> list[int]:
+    """Indices from best to worst; ties keep their original (seeded, random) order.
+
+    Scores are compared on a grid of ``tolerance`` (``AcquisitionConfig.tolerance``), so two runs
+    whose log-probs differ by numerical noise below it (thread count, batching, vLLM vs
+    transformers) select the same pairs. The guarantee is not absolute: a score within noise of a
+    grid boundary can still land on either side, which changes a selection only when it sits at
+    the cut-off next to a rival less than one grid step away.
+    """
     s = np.asarray(scores, dtype=float)
+    if tolerance > 0:
+        s = np.round(s / tolerance)
     return [int(i) for i in np.argsort(-s if largest else s, kind="stable")]
 
 
@@ -247,6 +267,10 @@ class Acquisition(ABC):
         """Return ``n`` pairs (fewer only if the prompt pool runs out) drawn from ``prompts``."""
 
     # -- shared helpers ------------------------------------------------------------------------
+    def ranked(self, scores: Sequence[float], largest: bool = True) -> list[int]:
+        """:func:`ranked` at this arm's ``tolerance``: noise below it never decides a selection."""
+        return ranked(scores, largest, self.cfg.tolerance)
+
     def pairs_from_samples(self, prompts: Sequence[Prompt], samples: Sequence[Sequence[Completion]],
                            round_: int) -> list[Pair]:
         """One pair per prompt from its first two samples (identical pairs skipped if configured)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
-from rlaif.acquisition.base import (Acquisition, AcquisitionConfig, AcquisitionContext, ranked, score_pairs,
+from rlaif.acquisition.base import (Acquisition, AcquisitionConfig, AcquisitionContext, score_pairs,
                                     shuffled_pool)
 from rlaif.types import Pair, Prompt
 
@@ -38,6 +38,6 @@ class CertaintyAcquisition(Acquisition):
         # 2. implicit rewards; keep the n most (or least) certain
         certainty = score_pairs(candidates, ctx)
         self.last = {"candidates": candidates}
-        pairs = [candidates[i] for i in ranked(certainty, largest=self.keep_largest)[:n]]
+        pairs = [candidates[i] for i in self.ranked(certainty, largest=self.keep_largest)[:n]]
         self.warn_short(len(pairs), n, f"{len(candidates)} candidate pairs")
         return pairs

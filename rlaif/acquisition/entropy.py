@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from rlaif.acquisition.base import (Acquisition, AcquisitionConfig, AcquisitionContext, draw_prompts,
-                                    prompt_entropies, ranked)
+                                    prompt_entropies)
 from rlaif.types import Pair, Prompt
 
 
@@ -36,7 +36,7 @@ class EntropyAcquisition(Acquisition):
         # 1. score k*n random prompts by the entropy of their own N samples
         candidates = draw_prompts(prompts, cfg.k * n, ctx, self.name)
         entropy, _ = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
-        by_entropy = [candidates[i] for i in ranked(entropy)]
+        by_entropy = [candidates[i] for i in self.ranked(entropy)]
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
         self.last = {"entropy": h}
         # 2. one pair for each of the n most uncertain prompts (next ones replace dropped pairs)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from rlaif.acquisition.base import (Acquisition, AcquisitionConfig, AcquisitionContext, draw_prompts,
-                                    prompt_entropies, ranked, score_pairs)
+                                    prompt_entropies, score_pairs)
 from rlaif.types import Pair, Prompt
 
 
@@ -38,7 +38,7 @@ class HybridAcquisition(Acquisition):
         # 1. entropy filter: n*f*k prompts scored, the n*f most uncertain kept
         candidates = draw_prompts(prompts, n * cfg.f * cfg.k, ctx, self.name)
         entropy, _ = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
-        by_entropy = [candidates[i] for i in ranked(entropy)]
+        by_entropy = [candidates[i] for i in self.ranked(entropy)]
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
         self.last = {"entropy": h, "candidates": []}
         # 2. one pair per kept prompt (the next prompt down the ranking replaces a dropped pair)
@@ -48,6 +48,6 @@ class HybridAcquisition(Acquisition):
         # 3. certainty filter: the n pairs with the largest |r_a - r_b|
         certainty = score_pairs(pairs, ctx)
         self.last["candidates"] = pairs
-        kept = [pairs[i] for i in ranked(certainty)[:n]]
+        kept = [pairs[i] for i in self.ranked(certainty)[:n]]
         self.warn_short(len(kept), n, f"{len(candidates)} candidate prompts, {len(pairs)} candidate pairs")
         return kept

@@ -21,7 +21,7 @@ from itertools import combinations
 from typing import Sequence
 
 from rlaif.acquisition.base import (Acquisition, AcquisitionConfig, AcquisitionContext, draw_prompts,
-                                    prompt_entropies, ranked, score_pairs)
+                                    prompt_entropies, score_pairs)
 from rlaif.types import Completion, Pair, Prompt
 
 
@@ -64,7 +64,7 @@ class HybridReuseAcquisition(Acquisition):
         # 1. entropy of n*p*k prompts from their own N samples
         candidates = draw_prompts(prompts, n * cfg.prompts_per_label * cfg.k, ctx, self.name)
         entropy, samples = prompt_entropies(candidates, ctx, cfg.n_samples, cfg.entropy_temperature)
-        order = ranked(entropy)
+        order = self.ranked(entropy)
         h = {p.id: float(e) for p, e in zip(candidates, entropy)}
         self.last = {"entropy": h, "candidates": []}
         # 2-3. pair the samples of the top prompts, keep the most certain; widen if too few survive
@@ -78,7 +78,7 @@ class HybridReuseAcquisition(Acquisition):
                     for pair in candidate_pairs(candidates[i], samples[i], ctx.round, self.cfg.drop_identical)]
             certainty = score_pairs(pool, ctx)
             self.last["candidates"] += pool
-            for j in ranked(certainty):
+            for j in self.ranked(certainty):
                 pair = pool[j]
                 if used.get(pair.prompt.id, 0) >= per_prompt:
                     continue

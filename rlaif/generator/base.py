@@ -48,6 +48,10 @@ class Generator(ABC):
     def score(self, completions: Sequence[Completion]) -> list[float]:
         """Summed completion log-probs log pi(y|x) under the current policy weights."""
 
+    def is_reference(self) -> bool:
+        """True when the weights it samples from are exactly the reference's (before any training)."""
+        return self.policy is not None and self.policy.is_reference()
+
     def sync(self) -> None:
         """Make the generator serve the policy's current weights (after a training round)."""
 

@@ -14,6 +14,8 @@ import math
 import tempfile
 from typing import Sequence
 
+import numpy as np
+
 from rlaif.trainer.dpo_config import DPOConfig
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,22 @@ def _clear_trainer_patches(model) -> None:
     for m in {id(model): model, id(inner): inner}.values():
         for attr in ("forward", "_original_forward", "_is_accelerate_prepared"):
             m.__dict__.pop(attr, None)
+
+
+def round_metrics(log_history: Sequence[dict]) -> dict:
+    """DPO's reward accuracy and margin of a round: the last step's and the mean over the last epoch.
+
+    Every step is logged (``logging_steps=1``), so a round of a few steps still has them.
+    """
+    logs = [h for h in log_history if "rewards/accuracies" in h]
+    if not logs:
+        return {"reward_accuracy": None, "reward_margin": None}
+    last_epoch = [h for h in logs if h.get("epoch", 0) > logs[-1].get("epoch", 0) - 1] or logs
+    out = {"reward_accuracy": float(logs[-1]["rewards/accuracies"]),
+           "reward_margin": float(logs[-1]["rewards/margins"]),
+           "reward_accuracy_epoch": float(np.mean([h["rewards/accuracies"] for h in last_epoch])),
+           "reward_margin_epoch": float(np.mean([h["rewards/margins"] for h in last_epoch]))}
+    return out
 
 
 class DPOLearner:
@@ -104,7 +122,7 @@ class DPOLearner:
             gradient_checkpointing=self.cfg.gradient_checkpointing,
             max_length=None,
             report_to=self.cfg.report_to,
-            logging_steps=self.cfg.logging_steps,
+            logging_steps=1,  # every step: a round is often fewer steps than any larger interval
             save_strategy="no",
             seed=self.seed * 1000 + round_,
             data_seed=self.seed * 1000 + round_,
@@ -131,14 +149,12 @@ class DPOLearner:
         _drop_ref_adapter(model)
         model.eval()
         self.policy.version += 1
-        logs = [h for h in trainer.state.log_history if "loss" in h]
         stats = {
             "steps": int(out.global_step),
             "loss": float(out.training_loss),
             "pairs": len(rows),
             "seconds": float(out.metrics.get("train_runtime", 0.0)),
-            "reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
-            "reward_margin": logs[-1].get("rewards/margins") if logs else None,
+            **round_metrics(trainer.state.log_history),
         }
         self.history.append(stats)
         return stats

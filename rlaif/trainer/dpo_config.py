@@ -33,4 +33,3 @@ class DPOConfig:
         "help": "recompute activations in backward (saves memory, costs ~1/3 more compute)"})
     loss_type: str = "sigmoid"
     report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard"})
-    logging_steps: int = 10
