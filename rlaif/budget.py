@@ -181,16 +181,17 @@ class Budget:
         with self._lock:
             self.spent = self.spent + actual
 
-    def restore(self, ledger: Any, labels: bool = False) -> dict:
+    def restore(self, ledger: Any, labels: bool = False, purpose: str | None = None) -> dict:
         """On resume: charge what the run's ledger says was already paid.
 
         Dollars and tokens of every paid row, plus the worst case of every request that was in
         flight when a previous process died (the ledger's ``lost`` table). Labels are *not*
         restored by default, because the loop re-labels earlier rounds through the Labeler and
         those ledger hits count again (``labels=True`` restores the count of train rows instead,
-        for a caller that does not re-label). Returns what was charged.
+        for a caller that does not re-label). ``purpose`` restores only that purpose's rows (a run
+        whose evaluation has a budget of its own). Returns what was charged.
         """
-        t = ledger.totals()
+        t = ledger.totals(purpose=purpose)
         n = ledger.totals(purpose="train")["rows"] if labels else 0
         got = {"labels": n, "dollars": t["spent_dollars"], "tokens": t["spent_tokens"],
                "paid_rows": t["paid"], "lost_requests": t["lost"]}
@@ -254,6 +255,34 @@ class Budget:
                     "peak": {"labels": self.peak.labels, "dollars": round(self.peak.dollars, 8),
                              "tokens": self.peak.tokens},
                     "restored": self.restored}
+
+
+def run_budgets(budget_cfg: Any, eval_cfg: Any, eval_judged: bool) -> tuple["Budget", "Budget | None"]:
+    """The training budget and the evaluation's, from ``cfg.budget`` and ``cfg.eval``.
+
+    When the oracle judges the evaluation, the evaluation gets a cap of its own in dollars and tokens:
+    ``eval.max_dollars`` / ``eval.max_tokens``, or else ``eval.budget_share`` of ``budget.dollars`` /
+    ``budget.tokens``. That cap is held back from the training labels, so neither can starve the
+    other and together they never exceed the run's limits. Returns ``(train, eval)``; ``eval`` is
+    None when nothing caps it (no dollar or token limit anywhere: its spend is still recorded).
+    """
+    d, t = _get(budget_cfg, "dollars"), _get(budget_cfg, "tokens")
+    ed, et = _get(eval_cfg, "max_dollars"), _get(eval_cfg, "max_tokens")
+    share = float(_get(eval_cfg, "budget_share", 0.0) or 0.0)
+    if not 0.0 <= share < 1.0:
+        raise BudgetError(f"eval.budget_share must be in [0, 1), got {share}")
+    if not eval_judged:
+        ed = et = None
+    else:
+        ed = ed if ed is not None else (share * d if d is not None and share > 0 else None)
+        et = et if et is not None else (int(share * t) if t is not None and share > 0 else None)
+    for name, cap, limit in (("max_dollars", ed, d), ("max_tokens", et, t)):
+        if cap is not None and (cap <= 0 or (limit is not None and cap >= limit)):
+            raise BudgetError(f"eval.{name}={cap} must be positive and below the run's budget "
+                              f"({limit}): the evaluation's cap is taken out of it")
+    train = Budget(_get(budget_cfg, "labels"), None if d is None else d - (ed or 0.0),
+                   None if t is None else t - (et or 0), _get(budget_cfg, "wall_seconds"))
+    return train, (Budget(dollars=ed, tokens=et) if ed is not None or et is not None else None)
 
 
 # -- prices -------------------------------------------------------------------------------------

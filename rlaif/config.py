@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from rlaif.judge_health import JudgeHealthConfig
 from rlaif.trainer.dpo_config import DPOConfig
 
 
@@ -64,6 +65,18 @@ class EvalConfig:
         "help": "also judge policy vs reference with the oracle (costs labels for a paid judge; "
                 "null = on exactly when the oracle is free)"})
     bootstrap: int = 1000
+    min_judged: int = field(default=10, metadata={
+        "help": "fewest valid judge answers for which an oracle win-rate is reported; below it the "
+                "figure is 'too few valid answers (k of n)'"})
+    max_dollars: Optional[float] = field(default=None, metadata={
+        "help": "cap on what judging the evaluation may spend over the whole run (null: budget_share of "
+                "budget.dollars, held back from training labels)"})
+    max_tokens: Optional[int] = field(default=None, metadata={
+        "help": "cap on the judge tokens of the evaluation over the whole run (null: budget_share of "
+                "budget.tokens, held back from training labels)"})
+    budget_share: float = field(default=0.2, metadata={
+        "help": "when the oracle judges the evaluation and no eval cap is set: the share of budget.dollars "
+                "and budget.tokens reserved for it (training labels get the rest)"})
 
 
 @dataclass
@@ -82,6 +95,7 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    judge_health: JudgeHealthConfig = field(default_factory=JudgeHealthConfig)
 
 
 def register() -> None:

@@ -1,14 +1,21 @@
 """Evaluation: win-rate of the policy against the reference on held-out prompts.
 
 Both sample at the eval temperature (0.25, as in the paper). The reference completions are
-drawn once, before any training, and reused every round. Figures come with 95% intervals:
-win-rate (ties count half) by the gold scorer and, where enabled, by the oracle; mean gold
-reward of the policy.
+drawn once, before any training, and reused every round. Figures come with 95% intervals and
+their sample size: win-rate (ties count half) by the gold scorer and, where enabled, by the
+oracle; mean gold reward of the policy.
+
+What the oracle is asked is accounted apart from the training labels: a policy completion
+identical to the reference's is a tie at no cost (never sent to the judge); the judge's answers are
+paid from the evaluation's own budget (``eval.max_dollars`` / ``eval.max_tokens``), and when that
+runs out the figures say how many of the prompts were judged -- below ``eval.min_judged`` valid
+answers no oracle win-rate is reported at all, only "too few valid answers (k of n)".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +23,22 @@ from typing import Sequence
 import numpy as np
 
 from rlaif.generator.base import SamplingParams
-from rlaif.types import Completion, Outcome, Pair, Prompt
+from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+
+log = logging.getLogger(__name__)
+
+
+def too_few(judged: int, asked: int) -> str:
+    return f"too few valid answers ({judged} of {asked})"
+
+
+def winrate_text(m: dict, key: str) -> str:
+    """``61.7% [55.1, 68.0] (n=256)``, or why there is no number (``too few valid answers (1 of 16)``)."""
+    if key not in m:
+        return m.get(f"{key}_note", "n/a")
+    lo, hi = m[f"{key}_ci"]
+    n = m.get(f"{key}_n")
+    return f"{100 * m[key]:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]" + (f" (n={n})" if n is not None else "")
 
 
 def mean_ci(x: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
@@ -81,18 +103,41 @@ class Evaluator:
             pg = self.gold.score([c.text for c in policy])
             wins = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(pg, self.reference_gold)]
             m, lo, hi = bootstrap_ci(wins, self.cfg.bootstrap, self.seed)
-            out.update(gold_winrate=m, gold_winrate_ci=[lo, hi])
+            out.update(gold_winrate=m, gold_winrate_ci=[lo, hi], gold_winrate_n=len(wins))
             m, lo, hi = mean_ci(pg)
             out.update(gold_reward=m, gold_reward_ci=[lo, hi], reference_gold_reward=float(np.mean(self.reference_gold)))
         if self.labeler is not None:
-            pairs = [Pair(p, c, r, round=round_) for p, c, r in zip(self.prompts, policy, self.reference)]
-            labels = self.labeler.label(pairs, purpose="eval")
-            scored = [1.0 if lab.outcome is Outcome.A else 0.0 if lab.outcome is Outcome.B else 0.5
-                      for lab in labels if lab is not None and lab.outcome is not Outcome.INVALID]
-            if scored:
-                m, lo, hi = bootstrap_ci(scored, self.cfg.bootstrap, self.seed)
-                out.update(oracle_winrate=m, oracle_winrate_ci=[lo, hi], oracle_eval_judged=len(scored))
-            out["oracle_eval_cost"] = sum(lab.cost for lab in labels if lab is not None)
+            out.update(self._judge(policy, round_))
         out["samples"] = [{"prompt": c.prompt.text, "policy": c.text, "reference": r.text}
                           for c, r in list(zip(policy, self.reference))[:3]]
+        return out
+
+    def _judge(self, policy: Sequence[Completion], round_: int) -> dict:
+        """The oracle's win-rate of the policy over the reference, with what it cost and its n."""
+        pairs = [Pair(p, c, r, round=round_) for p, c, r in zip(self.prompts, policy, self.reference)]
+        asked = len(pairs)
+        same = [pair.identical for pair in pairs]  # a tie by definition: never paid for
+        labels: list[Label | None] = [Label(Outcome.TIE, reason="identical completions") if s else None
+                                      for s in same]
+        todo = [i for i, s in enumerate(same) if not s]
+        if todo:
+            for i, lab in zip(todo, self.labeler.label([pairs[i] for i in todo], purpose="eval")):
+                labels[i] = lab
+        valid = [lab for lab in labels if lab is not None and lab.outcome is not Outcome.INVALID]
+        refused = sum(lab is None for lab in labels)
+        paid = [lab for i, lab in enumerate(labels) if lab is not None and not same[i]]
+        out = {"oracle_eval_asked": asked, "oracle_eval_judged": len(valid),
+               "oracle_eval_identical": sum(same), "oracle_eval_refused": refused,
+               "oracle_eval_invalid": sum(lab.outcome is Outcome.INVALID for lab in paid),
+               "oracle_eval_cost": float(sum(lab.cost for lab in paid)),
+               "oracle_eval_tokens": int(sum(lab.tokens_in + lab.tokens_out for lab in paid))}
+        if refused:
+            log.warning("evaluation of round %d: the evaluation budget ran out after %d of %d judgements "
+                        "(raise eval.max_dollars / eval.max_tokens, or eval.budget_share)", round_, asked - refused, asked)
+        if len(valid) < max(1, self.cfg.min_judged):
+            out["oracle_winrate_note"] = too_few(len(valid), asked)
+            return out
+        scored = [1.0 if lab.outcome is Outcome.A else 0.0 if lab.outcome is Outcome.B else 0.5 for lab in valid]
+        m, lo, hi = bootstrap_ci(scored, self.cfg.bootstrap, self.seed)
+        out.update(oracle_winrate=m, oracle_winrate_ci=[lo, hi], oracle_winrate_n=len(valid))
         return out

@@ -8,7 +8,8 @@ with what the call really cost. A label is handed out only after its row is comm
 The ``labels`` limit counts every label acquired for training (ledger hits too); dollars and tokens
 count only what was paid (plus the worst case of requests lost in flight).
 Duplicate requests in one call are asked once. Evaluation labels (``purpose="eval"``) are paid for
-in dollars and tokens but do not count against ``labels``.
+in dollars and tokens but do not count against ``labels``; they are charged to ``eval_budget``
+(the evaluation's own cap, see :func:`rlaif.budget.run_budgets`) -- by default the same budget.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rlaif.budget import WAIT, Budget, check_prices
+from rlaif.judge_health import JudgeHealth
 from rlaif.ledger import Ledger, LedgerError, identity_digest, reorient, request_key
 from rlaif.oracle.base import Oracle, Spend
 from rlaif.types import Label, Outcome, Pair
@@ -121,7 +123,8 @@ class Labeler:
     """
 
     def __init__(self, oracle: Oracle, budget: Budget | None, ledger: Ledger,
-                 shared: Ledger | str | Path | None = None, progress: bool = True) -> None:
+                 shared: Ledger | str | Path | None = None, progress: bool = True,
+                 eval_budget: Budget | None | str = "same", health: JudgeHealth | None = None) -> None:
         if ledger.role != "run":
             raise LedgerError(f"{ledger.path} was opened as a shared cache; the Labeler needs the run's own "
                               f"ledger (Ledger(path)) and takes the cache as shared=")
@@ -131,7 +134,9 @@ class Labeler:
             raise LedgerError(f"shared cache {shared.path} must be opened with role='cache'")
         self.oracle = oracle
         self.budget = budget
+        self.eval_budget = budget if eval_budget == "same" else eval_budget  # None: evaluation uncapped
         self.ledger = ledger
+        self.health = health  # stops the run once the judge's first answers show it is unusable
         self.shared = shared
         self.progress = progress
         self.identity = oracle.identity()
@@ -182,19 +187,19 @@ class Labeler:
         return hit
 
     # -- budget waiting ---------------------------------------------------------------------------
-    async def _reserve(self, worst: Spend, cond: asyncio.Condition, cached: bool = False):
-        if self.budget is None:
+    async def _reserve(self, budget: Budget | None, worst: Spend, cond: asyncio.Condition, cached: bool = False):
+        if budget is None:
             return None
         async with cond:
             while True:
-                r = self.budget.try_reserve(worst, cached)
+                r = budget.try_reserve(worst, cached)
                 if r is not WAIT:
                     return r if r is not None else False
                 await cond.wait()
 
-    async def _settle(self, res, actual: Spend, cond: asyncio.Condition) -> None:
-        if self.budget is not None and res:
-            self.budget.settle(res, actual)
+    async def _settle(self, budget: Budget | None, res, actual: Spend, cond: asyncio.Condition) -> None:
+        if budget is not None and res:
+            budget.settle(res, actual)
             async with cond:
                 cond.notify_all()
 
@@ -207,6 +212,7 @@ class Labeler:
         stats = self._zero_stats()
         stats["requested"] = len(pairs)
         counted = purpose != "eval"  # evaluation judgements cost dollars/tokens but are not labels
+        budget = self.budget if counted else self.eval_budget
         cond = asyncio.Condition()
         results: list[Label | None] = [None] * len(pairs)
         n = len(pairs)
@@ -241,7 +247,7 @@ class Labeler:
             worst = Spend()
             for w in per:
                 worst = worst + w
-            res = await self._reserve(worst, cond)
+            res = await self._reserve(budget, worst, cond)
             if res is False:
                 refused.update(mine)
                 return
@@ -283,7 +289,7 @@ class Labeler:
                         self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
                                         source=f"run:{self.ledger.path}")
                 actual = _spend_of(labels, counted)
-                await self._settle(res, actual, cond)
+                await self._settle(budget, res, actual, cond)
                 res = None
                 stats["dollars"] += actual.dollars
                 stats["tokens"] += actual.tokens
@@ -294,6 +300,8 @@ class Labeler:
                     answers[k] = lab
                 if cancelled is not None:
                     raise cancelled
+                if self.health is not None:  # after the answers are safe in the ledger
+                    self.health.observe(labels)
             except BaseException as e:
                 left = [p for p in pend if p not in committed]
                 if left:  # the call may have been billed: those requests are lost, charged at worst case
@@ -303,7 +311,7 @@ class Labeler:
                 raise
             finally:
                 if res:  # not settled: charge the worst case if the call was made, else give it back
-                    await self._settle(res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
+                    await self._settle(budget, res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
                 for k, f in futs.items():
                     if not f.done():
                         f.set_result(None)
@@ -327,7 +335,7 @@ class Labeler:
         # 1. ledger hits are free (they still count as labels for training); 2. misses: one request
         #    per distinct key. The requests start while later pairs are still being looked up, unless
         #    the label limit could run out within this call: then every hit first takes its label.
-        labels_left = self.budget.labels_left() if counted and self.budget is not None else None
+        labels_left = budget.labels_left() if counted and budget is not None else None
         stream = labels_left is None or labels_left >= n
         chunk = 256 if stream else max(1, n)
         if stream:  # the workers start now; the look-ups stay a few batches ahead of them
@@ -355,12 +363,12 @@ class Labeler:
                             await queue.put(batch)
                             batch = []
                         continue
-                    if counted and self.budget is not None:
-                        r = await self._reserve(Spend(labels=1), cond, cached=True)
+                    if counted and budget is not None:
+                        r = await self._reserve(budget, Spend(labels=1), cond, cached=True)
                         if not r:
                             stats["refused"] += 1
                             continue
-                        await self._settle(r, Spend(labels=1), cond)
+                        await self._settle(budget, r, Spend(labels=1), cond)
                     results[i] = hit
                     stats["cached"] += 1
                 if stream:

@@ -25,7 +25,9 @@ from omegaconf import OmegaConf
 
 from rlaif import registry
 from rlaif.acquisition.base import AcquisitionContext
-from rlaif.budget import Budget, BudgetError
+from rlaif.budget import Budget, BudgetError, run_budgets
+from rlaif.evaluation import winrate_text
+from rlaif.judge_health import JudgeHealth
 from rlaif.labeling import Labeler
 from rlaif.ledger import Ledger
 from rlaif.run_state import RunState, atomic_write_text, label_fingerprint, round_seed
@@ -80,19 +82,29 @@ def validate(cfg) -> None:
         resolve_model(cfg.policy.name_or_path)
 
 
+def eval_judged(cfg, oracle) -> bool:
+    """Whether the oracle also judges the evaluation (``eval.with_oracle``; null: when it is free)."""
+    return cfg.eval.with_oracle if cfg.eval.with_oracle is not None else oracle.free
+
+
 def build(cfg, run_dir: Path) -> Parts:
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-    budget = Budget.from_config(cfg.budget)
     oracle = registry.build(cfg.oracle, "oracle", task=cfg.task)
+    budget, eval_budget = run_budgets(cfg.budget, cfg.eval, eval_judged(cfg, oracle))
     acquisition = registry.build(cfg.acquisition, "acquisition")
     ledger = Ledger(run_dir / "ledger.sqlite")
     state = RunState(run_dir)
     resumed = state.check_config(label_fingerprint(plain, oracle), ledger=ledger)
-    labeler = Labeler(oracle, budget, ledger, shared=cfg.ledger_cache)
+    guard = cfg.judge_health.enabled if cfg.judge_health.enabled is not None else not oracle.free
+    labeler = Labeler(oracle, budget, ledger, shared=cfg.ledger_cache, eval_budget=eval_budget,
+                      health=JudgeHealth(cfg.judge_health, oracle.name) if guard else None)
     labeler.check()  # fatal judge errors (bad key, unknown model, no price) stop here, before any spend
-    got = budget.restore(ledger)  # a no-op on a fresh run; on resume: what was already paid (and lost)
+    # a no-op on a fresh run; on resume: what was already paid (and lost), training and evaluation apart
+    got = budget.restore(ledger, purpose="train")
+    if eval_budget is not None:
+        eval_budget.restore(ledger, purpose="eval")
     budget.count_elapsed(state.elapsed_before)  # and the wall-clock time already used
     if resumed:
         log.info("resuming %s: %d paid labels in the ledger ($%.4f)", run_dir, got["paid_rows"], got["dollars"])
@@ -120,9 +132,8 @@ def load_models(p: Parts) -> None:
     p.learner = DPOLearner(cfg.trainer, p.policy, p.reference, seed=cfg.seed,
                            output_dir=str(p.run_dir / "state" / "trainer"))
     gold = load_gold(cfg.task.gold) if cfg.task.gold else None
-    with_oracle = cfg.eval.with_oracle if cfg.eval.with_oracle is not None else p.oracle.free
     p.evaluator = Evaluator(cfg.eval, cfg.task, p.prompts.eval, p.generator, gold,
-                            p.labeler if with_oracle else None, seed=cfg.seed, run_dir=p.run_dir)
+                            p.labeler if eval_judged(cfg, p.oracle) else None, seed=cfg.seed, run_dir=p.run_dir)
     p.timings["load_s"] = time.perf_counter() - t
     log.info("policy %s (%s), %d train / %d eval prompts, generator=%s, oracle=%s, arm=%s",
              cfg.policy.name_or_path, p.policy.device, len(p.prompts.train), len(p.prompts.eval),
@@ -248,6 +259,7 @@ def _loop(p: Parts, started: float) -> dict:
                 "invalid": sum(o is Outcome.INVALID for o in outcomes),
                 "cached": sum(lab.cached for _, lab in bought),
                 "spend": budget.as_dict(),
+                "eval_spend": eval_spend(p.ledger),
                 "cost_round": sum(lab.cost for _, lab in bought),
                 "tokens_round": sum(lab.tokens_in + lab.tokens_out for _, lab in bought),
                 "latency_mean": float(np.mean([lab.latency for _, lab in bought])) if bought else 0.0,
@@ -294,6 +306,12 @@ def _restore_policy(p: Parts, r: int) -> None:
     log.info("restored the policy trained in round %d", r)
 
 
+def eval_spend(ledger: Ledger) -> dict:
+    """What judging the evaluation cost so far (apart from the training labels' spend)."""
+    t = ledger.totals(purpose="eval")
+    return {"dollars": round(t["spent_dollars"], 8), "tokens": t["spent_tokens"], "judgements": t["paid"]}
+
+
 def _selected_summary(pairs, labels) -> dict:
     """Characteristics of what the arm bought: entropy, certainty, oracle vs implicit preference."""
     out: dict = {}
@@ -309,17 +327,14 @@ def _selected_summary(pairs, labels) -> dict:
     return out
 
 
-def _fmt_ci(m: dict, key: str) -> str:
-    if key not in m:
-        return "n/a"
-    lo, hi = m[f"{key}_ci"]
-    return f"{100 * m[key]:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
 def _log_round(m: dict) -> None:
-    log.info("round %d: %d labels (%d decisive, %d ties, %d invalid), $%.4f | gold win-rate %s | "
-             "oracle win-rate %s | train %.0fs, eval %.0fs", m["round"], m["labels"], m["decisive"], m["ties"],
-             m["invalid"], m["spend"]["dollars"], _fmt_ci(m, "gold_winrate"), _fmt_ci(m, "oracle_winrate"),
+    ev = m.get("eval_spend", {})
+    log.info("round %d: this round %d labels (%d decisive, %d ties, %d invalid); so far %d labels (%d decisive) | "
+             "spend: training $%.4f / %d tokens, evaluation $%.4f / %d tokens | gold win-rate %s | "
+             "oracle win-rate %s | train %.0fs, eval %.0fs", m["round"], m["labels_round"],
+             m["labels_round"] - m["ties"] - m["invalid"], m["ties"], m["invalid"], m["labels"], m["decisive"],
+             m["spend"]["dollars"], m["spend"]["tokens"], ev.get("dollars", 0.0), ev.get("tokens", 0),
+             winrate_text(m, "gold_winrate"), winrate_text(m, "oracle_winrate"),
              m["timings"]["train_s"], m["timings"]["eval_s"])
 
 
@@ -341,6 +356,7 @@ def _finish(p: Parts, rows, acquired, acq_seconds, acq_generations, stopped_by, 
         "decisive_labels": len(rows),
         "stopped_by": stopped_by,
         "spend": p.budget.as_dict(),
+        "eval_spend": eval_spend(p.ledger),
         "dollars_per_label": p.budget.as_dict()["dollars"] / acquired if acquired else None,
         "generations_per_label": acq_generations / acquired if acquired else None,
         "acquisition_seconds_per_label": acq_seconds / acquired if acquired else None,
@@ -350,8 +366,9 @@ def _finish(p: Parts, rows, acquired, acq_seconds, acq_generations, stopped_by, 
         "session_seconds": time.perf_counter() - started,
         "resumed": p.resumed,
     }
-    for k in ("gold_winrate", "gold_winrate_ci", "gold_reward", "gold_reward_ci", "reference_gold_reward",
-              "oracle_winrate", "oracle_winrate_ci"):
+    for k in ("gold_winrate", "gold_winrate_ci", "gold_winrate_n", "gold_reward", "gold_reward_ci",
+              "reference_gold_reward", "oracle_winrate", "oracle_winrate_ci", "oracle_winrate_n",
+              "oracle_winrate_note", "oracle_eval_asked", "oracle_eval_judged"):
         if k in final:
             summary[k] = final[k]
     atomic_write_text(p.run_dir / "summary.json", json.dumps(summary, indent=2, default=str))

@@ -37,19 +37,17 @@ def redact(obj):
 
 
 def _print_summary(s: dict) -> None:
-    def pct(key):
-        if key not in s:
-            return "n/a"
-        lo, hi = s[f"{key}_ci"]
-        return f"{100 * s[key]:.1f}%  (95% CI {100 * lo:.1f}-{100 * hi:.1f})"
+    from rlaif.evaluation import winrate_text
 
-    spend = s["spend"]
+    spend, ev = s["spend"], s.get("eval_spend") or {}
     print("\n" + "=" * 72)
     print(f"rlaif run finished: arm={s['arm']} oracle={s['oracle']} policy={s['policy']} seed={s['seed']}")
     print(f"  rounds {s['rounds']}, labels {s['labels']} ({s['decisive_labels']} decisive), stopped by: {s['stopped_by']}")
-    print(f"  spend ${spend['dollars']:.4f}, {spend['tokens']} judge tokens")
-    print(f"  gold win-rate vs reference:   {pct('gold_winrate')}")
-    print(f"  oracle win-rate vs reference: {pct('oracle_winrate')}")
+    print(f"  spend on training labels: ${spend['dollars']:.4f}, {spend['tokens']} judge tokens")
+    print(f"  spend on evaluation:      ${ev.get('dollars', 0.0):.4f}, {ev.get('tokens', 0)} judge tokens "
+          f"({ev.get('judgements', 0)} judgements)")
+    print(f"  gold win-rate vs reference:   {winrate_text(s, 'gold_winrate')}")
+    print(f"  oracle win-rate vs reference: {winrate_text(s, 'oracle_winrate')}")
     if s.get("gold_reward") is not None:
         print(f"  mean gold reward {s['gold_reward']:.3f} (reference {s.get('reference_gold_reward', float('nan')):.3f})")
     if s.get("generations_per_label") is not None:

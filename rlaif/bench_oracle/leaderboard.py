@@ -16,7 +16,7 @@ COLUMNS = (("judge", "judge"), ("gold_agreement", "gold agreement %"), ("self_co
            ("unparseable_rate", "unparseable %"), ("failed_rate", "failed %"), ("tokens_per_label", "tokens / label"),
            ("dollars_per_1k", "US$ / 1k labels"), ("seconds_per_1k", "s / 1k labels"),
            ("latency_p50", "p50 latency s"), ("latency_p95", "p95 latency s"), ("labels_per_second", "labels / s"),
-           ("answers", "answers"), ("stopped_by", "budget stop"))
+           ("answers", "answers"), ("stopped_by", "budget stop"), ("health", "health guard"))
 PERCENT = {"gold_agreement", "self_consistency", "first_share", "position_bias", "flip_rate", "tie_rate",
            "invalid_rate", "unparseable_rate", "failed_rate"}
 
@@ -68,7 +68,9 @@ def write(out: Path) -> list[dict]:
                "Position bias (est.) = 2 × first-position share − 1. Flip rate (est.): gold disagreement net of "
                "position bias, 1 − (agreement − bias/2)/(1 − bias) -- exact for a judge that answers 'first' with "
                "probability bias and otherwise flips the gold's answer at that rate. Costs come from each judge's "
-               "ledger (`judges/<judge>/ledger.sqlite`); seconds are wall clock at the judge's concurrency.", "",
+               "ledger (`judges/<judge>/ledger.sqlite`); seconds are wall clock at the judge's concurrency. Health guard: "
+               "what `rlaif run`'s judge health guard (`judge_health.*`) would say of these answers: over half "
+               "invalid, or a first-position share outside [10%, 90%], stops a run.", "",
            "![quality vs cost](quality_vs_cost.png)", ""]
     (out / "leaderboard.md").write_text("\n".join(md))
     _plot(rows, out / "quality_vs_cost.png")

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from rlaif.evaluation import bootstrap_ci
+from rlaif.judge_health import JudgeHealthConfig, verdict
 from rlaif.types import Label, Outcome
 
 
@@ -56,6 +57,9 @@ def quality(fwd: list[Label | None], rev: list[Label | None], gold: list[Label |
     if firsts:
         out["first_share"] = float(np.mean(firsts))
         out["position_bias"] = 2.0 * out["first_share"] - 1.0
+    # the run's health guard, on the same answers: would this judge be stopped in a run?
+    why = verdict(n, len(inv), len(firsts), sum(firsts), JudgeHealthConfig())
+    out["health"] = f"UNHEALTHY: {why}" if why else "ok"
     both = [(f.outcome, r.outcome) for f, r in zip(fwd, rev) if f is not None and r is not None
             and f.outcome is not Outcome.INVALID and r.outcome is not Outcome.INVALID]
     if both:
