@@ -16,6 +16,10 @@ Crash safety (the file is SQLite in WAL mode with ``synchronous=FULL``):
   requests that were in flight when the last process died: they move to the ``lost`` table and
   are charged to the budget at their worst case (the judge may have been paid for them).
 
+Each row keeps the judge's ``finish_reason`` (why its answer ended: ``length`` = cut off at
+``max_tokens``), so ``rlaif reparse`` sees a cut-off answer as the live path did. Schema 2
+ledgers (without that column) are migrated on open; their rows' finish reason is NULL (unknown).
+
 The ledger also stores the run's label-changing config fingerprint in its ``meta`` table
 (:meth:`Ledger.check_config`), so a resume with a changed config is refused.
 """
@@ -35,7 +39,8 @@ from typing import Any, Callable, Iterable, Sequence
 from rlaif.types import Label, Outcome, Pair
 
 APP = "rlaif-ledger"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+MIGRATIONS = {2: ["ALTER TABLE labels ADD COLUMN finish_reason TEXT"]}  # from schema N to N+1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -69,7 +74,8 @@ CREATE TABLE labels (
     reparsed_at REAL,
     started_at REAL,
     finished_at REAL,
-    committed_at REAL NOT NULL
+    committed_at REAL NOT NULL,
+    finish_reason TEXT
 );
 CREATE INDEX labels_pair ON labels(pair_id);
 CREATE INDEX labels_round ON labels(round, purpose);
@@ -129,7 +135,7 @@ CREATE TABLE reparses (
 """
 
 _LABEL_COLS = ("outcome", "reason", "p_a", "raw", "swapped", "tokens_in", "tokens_out", "cost", "latency",
-               "attempts", "judge")
+               "attempts", "judge", "finish_reason")
 
 
 class LedgerError(RuntimeError):
@@ -198,6 +204,7 @@ class Ledger:
         self._lock = threading.RLock()
         self._lockfd: int | None = None
         self.recovered: list[dict] = []  # pending rows moved to `lost` on this open
+        self._label_cols = _LABEL_COLS  # fewer in a read-only open of an older schema
         if readonly and not self.path.exists():
             raise LedgerError(f"{self.path}: no ledger there")
         if self.path.is_dir():
@@ -261,6 +268,7 @@ class Ledger:
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"{p} is not a usable rlaif ledger: {e}. The file is corrupt or not SQLite; "
                               f"move it away or choose another path.") from None
+        old = False  # an older schema, migrated below
         if not tables:
             if self.readonly:
                 raise LedgerError(f"{p}: empty database, not an rlaif ledger")
@@ -277,7 +285,8 @@ class Ledger:
                 raise LedgerError(f"{p} is a SQLite database but not an rlaif ledger (tables: "
                                   f"{', '.join(sorted(tables))}); refusing to write into it. "
                                   f"Move it away or choose another path.")
-            if meta.get("schema") != str(SCHEMA_VERSION):
+            old = meta.get("schema") != str(SCHEMA_VERSION)
+            if old and not self._migratable(meta.get("schema")):
                 self.db.close()
                 raise LedgerError(f"{p}: ledger schema {meta.get('schema')} is not the supported "
                                   f"{SCHEMA_VERSION}; it was written by another rlaif version")
@@ -294,11 +303,42 @@ class Ledger:
                 self.db.close()
                 raise LedgerError(f"{p} is corrupt (sqlite quick_check: {ok}). Its labels cannot be trusted; "
                                   f"move it away (or recover it with the sqlite3 CLI's .recover).")
+            if old and self.readonly:  # left as it is: the columns it lacks read as NULL
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(labels)")}
+                self._label_cols = tuple(c for c in _LABEL_COLS if c in have)
         if not self.readonly:
             mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise LedgerError(f"{p}: cannot switch the ledger to WAL mode (got {mode})")
             self.db.execute("PRAGMA synchronous=FULL")
+            if old:
+                self._migrate(meta.get("schema"))
+
+    @staticmethod
+    def _migratable(schema: str | None) -> bool:
+        try:
+            version = int(schema or "")
+        except ValueError:
+            return False
+        return version < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(version, SCHEMA_VERSION))
+
+    def _migrate(self, schema: str | None) -> None:
+        """Bring an older ledger to this schema, in one transaction."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            # read again inside the transaction: another process may have migrated it meanwhile
+            now = int(self.db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()[0])
+            for v in range(now, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v]:
+                    self.db.execute(stmt)
+            self.db.execute("UPDATE meta SET v=? WHERE k='schema'", (str(SCHEMA_VERSION),))
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.db.close()
+            raise LedgerError(f"{self.path}: cannot migrate the ledger from schema {schema} to "
+                              f"{SCHEMA_VERSION}: {e}") from None
 
     def _create(self) -> None:
         try:
@@ -442,12 +482,13 @@ class Ledger:
                int(label.swapped), Outcome(label.outcome).value, label.reason, label.p_a, label.raw,
                int(label.tokens_in), int(label.tokens_out), float(label.cost), float(label.latency),
                int(label.attempts), int(paid), source, None, None,
-               started_at if started_at is not None else now - float(label.latency or 0.0), now, now)
+               started_at if started_at is not None else now - float(label.latency or 0.0), now, now,
+               label.finish_reason)
         cur = self.db.execute(
             "INSERT OR IGNORE INTO labels (key, judge, judge_identity, identity_hash, pair_id, round, purpose, "
             "prompt, completion_a, completion_b, pair_json, swapped, outcome, reason, p_a, raw, tokens_in, "
             "tokens_out, cost, latency, attempts, paid, source, parser, reparsed_at, started_at, finished_at, "
-            "committed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            "committed_at, finish_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         if pending_id is not None:
             self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
         return cur.rowcount == 1
@@ -490,10 +531,10 @@ class Ledger:
     # -- reading ------------------------------------------------------------------------------
     def get(self, key: str) -> Label | None:
         with self._lock:
-            r = self.db.execute(f"SELECT {', '.join(_LABEL_COLS)} FROM labels WHERE key=?", (key,)).fetchone()
+            r = self.db.execute(f"SELECT {', '.join(self._label_cols)} FROM labels WHERE key=?", (key,)).fetchone()
         if r is None:
             return None
-        d = dict(zip(_LABEL_COLS, r))
+        d = dict(zip(self._label_cols, r))
         d["swapped"] = bool(d["swapped"])
         return Label.from_dict(d)
 
@@ -504,10 +545,10 @@ class Ledger:
         for j in range(0, len(keys), 500):
             chunk = keys[j:j + 500]
             with self._lock:
-                rows = self.db.execute(f"SELECT key, {', '.join(_LABEL_COLS)} FROM labels WHERE key IN "
+                rows = self.db.execute(f"SELECT key, {', '.join(self._label_cols)} FROM labels WHERE key IN "
                                        f"({','.join('?' * len(chunk))})", chunk).fetchall()
             for key, *r in rows:
-                d = dict(zip(_LABEL_COLS, r))
+                d = dict(zip(self._label_cols, r))
                 d["swapped"] = bool(d["swapped"])
                 out[key] = Label.from_dict(d)
         return out

@@ -11,12 +11,18 @@ Options (``key=value``, Hydra-style; ``--key value`` works too):
                         path works too). It gets the raw answer text and returns a ``Verdict``, an
                         ``Outcome``, ``"A"``/``"B"``/``"tie"``, or ``(outcome, reason)``, in the order
                         the pair was shown to the judge.
-``kinds=openai,...``    judge kinds whose rows are text verdicts to re-parse (default: openai,
-                        local_llm, vllm)
+``kinds=openai,...``    judge kinds whose rows are text verdicts to re-parse (default: openai, vllm;
+                        a ``local_llm`` judge reads next-token probabilities: its rows hold no text)
 ``ledger=PATH``         the ledger (default ``RUN_DIR/ledger.sqlite``)
 ``output=PATH``         the preference file (default ``RUN_DIR/preferences.jsonl``)
 ``dry_run=true``        print what would change, write nothing
 ``show=N``              changed rows listed (default 20)
+
+What the parser cannot change: an answer the server cut off (its stored ``finish_reason`` is
+``length``: ``max_tokens`` reached) stays INVALID with the live path's reason, whatever it ends
+with; a stored body that is not an answer (not a chat completion, or a both-orders ask that got
+no answer) is left as it is. Rows from before finish reasons were stored (NULL) are parsed as
+before. The default parser on an unchanged ledger changes nothing.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlaif.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.oracle.parsing import NOT_AN_ANSWER, cut_off, split_finish_reasons
 from rlaif.run_state import RunState, atomic_write_text
 from rlaif.types import Label, Outcome, Pair, preference_row
 
 DEFAULT_PARSER = "rlaif.oracle.parsing:parse_verdict"
-DEFAULT_KINDS = ("openai", "local_llm", "vllm")
+DEFAULT_KINDS = ("openai", "vllm")
 BOTH_ORDERS_SEP = "\n---\n"
 
 
@@ -97,12 +104,22 @@ def _normalise(res: Any) -> tuple[Outcome, str | None]:
     return o, (reason if o is Outcome.INVALID or reason else None)
 
 
-def parse_shown(parse: Callable, raw: str, identity: dict) -> tuple[Outcome, str | None]:
-    """Outcome in the order shown to the judge (handles the openai judge's both-orders answers)."""
+def _parse_one(parse: Callable, raw: str, finish_reason: str | None) -> tuple[Outcome, str | None]:
+    why = cut_off(finish_reason, raw)  # cut off at max_tokens: invalid whatever the parser reads
+    return (Outcome.INVALID, why) if why is not None else _normalise(parse(raw))
+
+
+def parse_shown(parse: Callable, raw: str, identity: dict,
+                finish_reason: str | None = None) -> tuple[Outcome, str | None] | None:
+    """Outcome in the order shown to the judge (handles the openai judge's both-orders answers),
+    or None where the stored text is not an answer (left as it is)."""
     if identity.get("both_orders") and BOTH_ORDERS_SEP in raw:
         first_raw, second_raw = raw.split(BOTH_ORDERS_SEP, 1)
-        o1, r1 = _normalise(parse(first_raw))
-        o2, r2 = _normalise(parse(second_raw))
+        f1, f2 = split_finish_reasons(finish_reason, 2)
+        if NOT_AN_ANSWER in (f1, f2):  # one order got no answer: invalid whatever the other says
+            return None
+        o1, r1 = _parse_one(parse, first_raw, f1)
+        o2, r2 = _parse_one(parse, second_raw, f2)
         o2 = o2.flipped()  # the second ask showed the pair the other way round
         if Outcome.INVALID in (o1, o2):
             return Outcome.INVALID, f"{'first' if o1 is Outcome.INVALID else 'second'} order: " \
@@ -111,7 +128,9 @@ def parse_shown(parse: Callable, raw: str, identity: dict) -> tuple[Outcome, str
             tie = (identity.get("on_disagreement") or "tie") == "tie"
             return (Outcome.TIE if tie else Outcome.INVALID), f"the two orders disagree ({o1.value} then {o2.value})"
         return o1, None
-    return _normalise(parse(raw))
+    if finish_reason == NOT_AN_ANSWER:
+        return None
+    return _parse_one(parse, raw, finish_reason)
 
 
 def _label_of(row: dict) -> Label:
@@ -208,11 +227,13 @@ def reparse(run_dir: str | Path, parser: str = DEFAULT_PARSER, kinds: tuple[str,
         seen = skipped = 0
         for row in ledger.rows():
             ident = json.loads(row["judge_identity"])
-            if ident.get("kind") not in kinds or row["raw"] is None:
+            parsed = (parse_shown(parse, row["raw"], ident, row.get("finish_reason"))
+                      if ident.get("kind") in kinds and row["raw"] is not None else None)
+            if parsed is None:
                 skipped += 1
                 continue
             seen += 1
-            shown, reason = parse_shown(parse, row["raw"], ident)
+            shown, reason = parsed
             new = shown.flipped() if row["swapped"] else shown
             old = Outcome(row["outcome"])
             if new is old and (reason or None) == (row["reason"] or None):

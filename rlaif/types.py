@@ -168,6 +168,9 @@ class Label:
     attempts: int = 1
     cached: bool = False  # answered from the ledger at no cost
     judge: str = ""
+    # why the judge's answer ended, as its server said ("stop", "length" = cut off at max_tokens, ...);
+    # None where unknown or not a generation. Both-orders answers: one per order, comma-separated.
+    finish_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)

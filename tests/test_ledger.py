@@ -50,6 +50,30 @@ def test_rows_are_unique_wal_and_roundtrip(tmp_path):
     led.close()
 
 
+def test_finish_reason_is_kept_and_a_schema_2_ledger_is_migrated(tmp_path):
+    f = tmp_path / "cache.sqlite"
+    led = Ledger(f, role="cache")
+    cut, ok = pair(1), pair(2)
+    led.put(request_key(IDENT, cut), IDENT, cut, Label(outcome=Outcome.INVALID, reason="cut off", raw="A: A\n\nA",
+                                                      finish_reason="length", tokens_out=96, cost=0.01))
+    assert led.get(request_key(IDENT, cut)).finish_reason == "length"
+    assert led.rows()[0]["finish_reason"] == "length" and led.meta()["schema"] == "3"
+    led.close()
+    db = sqlite3.connect(f)  # the file as a schema-2 rlaif wrote it: no finish_reason column
+    db.execute("ALTER TABLE labels DROP COLUMN finish_reason")
+    db.execute("UPDATE meta SET v='2' WHERE k='schema'")
+    db.commit()
+    db.close()
+    with Ledger(f, role="cache", readonly=True) as old:  # read as it is
+        assert old.get(request_key(IDENT, cut)).finish_reason is None and old.meta()["schema"] == "2"
+    led = Ledger(f, role="cache")  # migrated on open; old rows: finish reason unknown (NULL)
+    assert led.meta()["schema"] == "3" and led.get(request_key(IDENT, cut)).finish_reason is None
+    led.put(request_key(IDENT, ok), IDENT, ok, Label(outcome=Outcome.A, raw="Preferred: A", finish_reason="stop"))
+    assert [r["finish_reason"] for r in led.rows()] == [None, "stop"] and led.totals()["dollars"] == 0.01
+    led.close()
+    Ledger(f, role="cache").close()  # opening again changes nothing
+
+
 def test_bulk_lookup_and_group_writes(tmp_path):
     led = Ledger(tmp_path / "ledger.sqlite")
     ps = [pair(i) for i in range(1203)]

@@ -55,3 +55,25 @@ def test_prompt_longer_than_context_is_invalid(judge):
 def test_identity_names_model_and_template(judge):
     ident = judge.identity()
     assert ident["kind"] == "local_llm" and ident["template"] == "short" and len(ident["template_hash"]) == 16
+
+
+def test_reparse_leaves_its_labels_alone(judge, tmp_path, capsys):
+    """Its verdicts are next-token probabilities, not text: ``rlaif reparse`` with its defaults keeps them
+    (it used to read the stored "P(next=A)=..." line as an answer without a verdict: every label invalid)."""
+    from rlaif.budget import Budget
+    from rlaif.labeling import Labeler
+    from rlaif.ledger import Ledger
+    from rlaif.reparse import main as reparse_main
+
+    run = tmp_path / "run"
+    ledger = Ledger(run / "ledger.sqlite")
+    labeler = Labeler(judge, Budget(labels=10), ledger, progress=False)
+    labs = labeler.label(PAIRS[:4])
+    labeler.close()
+    before = [(r["outcome"], r["reason"], r["p_a"]) for r in ledger.rows()]
+    ledger.close()
+    assert all(l.outcome.decisive for l in labs) and len(before) == 4
+    assert reparse_main([str(run)]) == 0
+    assert "0 outcomes changed" in capsys.readouterr().out
+    with Ledger(run / "ledger.sqlite", readonly=True) as ledger:
+        assert [(r["outcome"], r["reason"], r["p_a"]) for r in ledger.rows()] == before

@@ -123,10 +123,51 @@ def test_empty_and_garbled_answers_are_invalid_and_not_bought_twice(judge):
 
 
 @pytest.mark.parametrize("backend", ["aiohttp", "httpx", "lean"])
+def test_an_answer_cut_off_at_max_tokens_is_a_paid_invalid_label(judge, tmp_path, monkeypatch, backend):
+    """A weak judge's repetition loop cut off at max_tokens whose last fragment is a letter (with a
+    confident log-prob for it), finish_reason "length": invalid with its reason, never that letter;
+    paid for (tokens and cost exact), its finish reason in the ledger, not bought again."""
+    url, state = judge
+    monkeypatch.setenv("RLAIF_CUT_KEY", "any-key-the-test-server-takes")
+    o = oracle(url, free=False, api_key_env="RLAIF_CUT_KEY", price_input_per_mtok=3.0, price_output_per_mtok=15.0,
+               mode="logprobs", max_tokens=24, http_backend=backend)
+    ps = pairs(f"cut-{backend}", 3)
+    state.queue(["truncated"], match=ps[0].a.text)
+    state.queue(["truncated:B"], match=ps[1].a.text)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    labeler = Labeler(o, Budget(labels=10, dollars=1.0), ledger, progress=False)
+    labs = labeler.label(ps)
+    for lab, letter in zip(labs[:2], "AB"):
+        assert lab.outcome is Outcome.INVALID and lab.p_a is None, lab
+        assert lab.reason == f"cut off at max_tokens (finish_reason=length): '{letter}'"
+        assert lab.raw.endswith(f"{letter}: {letter}\n\n{letter}") and lab.finish_reason == "length"
+        assert lab.tokens_out == 24 and lab.cost == pytest.approx((lab.tokens_in * 3.0 + 24 * 15.0) / 1e6)
+    assert labs[2].outcome is truth(ps[2]) and labs[2].finish_reason == "stop" and labs[2].p_a is not None
+    rows = {r["pair_id"]: r for r in ledger.rows()}
+    assert [rows[p.id]["finish_reason"] for p in ps] == ["length", "length", "stop"]
+    assert [rows[p.id]["outcome"] for p in ps[:2]] == ["invalid", "invalid"]
+    assert ledger.totals()["paid"] == 3 and ledger.totals()["dollars"] == pytest.approx(sum(l.cost for l in labs))
+    again = labeler.label(ps)  # from the ledger: still invalid, not bought twice
+    labeler.close()
+    assert [l.outcome for l in again] == [l.outcome for l in labs] and all(l.cached for l in again)
+    assert again[0].finish_reason == "length" and state.stats()["requests"] == 3
+    ledger.close()
+
+
+def test_both_orders_with_one_order_cut_off_is_invalid(judge):
+    url, state = judge
+    (p,) = pairs("cut-both")
+    state.queue(["ok", "truncated:B"], match=p.a.text)  # the second order (shown swapped) is cut off on "B"
+    (lab,) = oracle(url, both_orders=True).label([p])
+    assert lab.outcome is Outcome.INVALID and lab.reason.startswith("second order: cut off at max_tokens")
+    assert lab.finish_reason == "stop,length" and lab.attempts == 2
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx", "lean"])
 def test_no_fault_is_ever_recorded_as_a_side(judge, backend):
     url, state = judge
     ps = pairs(f"mixed-{backend}", 40)
-    kinds = ["429:0", "500", "503", "drop", "empty", "garbled", "hang", "html"]
+    kinds = ["429:0", "500", "503", "drop", "empty", "garbled", "hang", "html", "truncated"]
     for i, p in enumerate(ps[:32]):  # the first 32 pairs fault on every attempt
         state.queue([kinds[i % len(kinds)]] * 2, match=p.a.text)
     labs = oracle(url, max_attempts=2, timeout_s=0.3, concurrency=16, http_backend=backend).label(ps)

@@ -47,6 +47,19 @@ def test_truncated_answer_says_so():
     assert v.outcome is Outcome.INVALID and "max_tokens" in v.reason
 
 
+@pytest.mark.parametrize("finish,why", [("length", "cut off at max_tokens (finish_reason=length)"),
+                                        ("content_filter", "cut off by the server's content filter")])
+def test_a_cut_off_answer_is_invalid_whatever_it_ends_with(finish, why):
+    # a weak judge's repetition loop, cut off at max_tokens on a letter: the letter is no verdict
+    loop = "Comparison: Response A: A\n\nA: A\n\nA: A\n\nA"
+    for text in (loop, loop + "\nPreferred: B", ""):
+        v = parse_verdict(text, finish_reason=finish)
+        assert v.outcome is Outcome.INVALID and v.reason.startswith(why), (text, v)
+    assert parse_verdict(loop, truncated=True).reason.startswith("cut off at max_tokens (finish_reason=length): 'A'")
+    assert parse_verdict(loop, finish_reason="stop").outcome is Outcome.A  # ended by itself: read as before
+    assert parse_verdict(loop).outcome is Outcome.A  # finish reason unknown: as before
+
+
 def test_p_a_from_top_logprobs():
     content = [{"token": "Preferred", "logprob": 0.0, "top_logprobs": []},
                {"token": ":", "logprob": 0.0, "top_logprobs": []},

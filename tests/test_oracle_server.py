@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -99,6 +100,21 @@ def test_header_and_queued_faults_and_stats(served):
     assert s["requests"] == 8
     assert s["by_fault"] == {"429": 1, "503": 1, "empty": 1, "drop": 1, "hang": 1, "ok": 2, "500": 1}
     assert s["paid"] == 3 and s["paid_pairs"] == 3 and s["duplicate_paid"] == 0
+
+
+def test_truncated_fault_is_a_repetition_cut_off_at_max_tokens_on_a_letter(served):
+    url, client = served
+    for fault, letter in (("truncated", "A"), ("truncated:B", "B")):
+        r = chat(client, url, "was boring", "was great fun", headers={"X-Fault": fault}, max_tokens=20,
+                 logprobs=True, top_logprobs=2)
+        choice = r.json()["choices"][0]
+        text = choice["message"]["content"]
+        assert choice["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] == 20
+        assert text.endswith(f"{letter}: {letter}\n\n{letter}") and 60 <= len(text) <= 80  # about 20 tokens
+        last = choice["logprobs"]["content"][-1]  # a confident last letter, as the weak judge's was
+        assert last["token"] == letter and math.exp(last["logprob"]) == pytest.approx(0.989)
+        assert "".join(t["token"] for t in choice["logprobs"]["content"]) == text
+    assert client.post(f"{url.removesuffix('/v1')}/admin/faults", json={"faults": ["truncated:C"]}).status_code == 400
 
 
 def test_load_oracle_by_name_or_path(tmp_path):

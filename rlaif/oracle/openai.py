@@ -7,6 +7,8 @@ What can go wrong, and what happens:
   the server's Retry-After; after ``max_attempts`` the label is INVALID with the last error as its
   reason and the run goes on. A fault is never recorded as A or B.
 - an answer without a verdict on its final line: INVALID with the reason (paid, not retried).
+- an answer cut off at ``max_tokens`` (``finish_reason == "length"``): INVALID with the reason,
+  whatever it ends with (paid, not retried); the finish reason is kept with the label (ledger).
 - 400 / 413 / 422 for one request (e.g. a pair too long for the model): INVALID with the reason.
 - bad key (401/403), unknown model (404), unreachable endpoint: :class:`OracleError` from
   ``setup()`` before any budget is spent (and, should it happen mid-run, from the call).
@@ -320,7 +322,10 @@ class OpenAIOracle(Oracle):
         merged = Label(outcome=first.outcome, p_a=None, raw=f"{first.raw}\n---\n{second.raw}",
                        tokens_in=first.tokens_in + second.tokens_in, tokens_out=first.tokens_out + second.tokens_out,
                        cost=first.cost + second.cost, latency=first.latency + second.latency,
-                       attempts=first.attempts + second.attempts)
+                       attempts=first.attempts + second.attempts,
+                       # per order; an order that got no answer has no text to parse again (reparse)
+                       finish_reason=parsing.join_finish_reasons(
+                           parsing.NOT_AN_ANSWER if lab.raw is None else lab.finish_reason for lab in (first, second)))
         if Outcome.INVALID in (first.outcome, second.outcome):
             bad = first if first.outcome is Outcome.INVALID else second
             merged.outcome, merged.reason = Outcome.INVALID, f"{'first' if bad is first else 'second'} order: {bad.reason}"
@@ -411,7 +416,7 @@ class OpenAIOracle(Oracle):
             return Label.invalid("the server answered with something that is not a chat completion (not JSON)",
                                  raw=body, tokens_in=bound - c.max_tokens, tokens_out=c.max_tokens,
                                  cost=self._price(bound - c.max_tokens, c.max_tokens), latency=latency,
-                                 attempts=attempts)
+                                 attempts=attempts, finish_reason=parsing.NOT_AN_ANSWER)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         t_in = usage.get("prompt_tokens")
         t_in = int(t_in) if isinstance(t_in, (int, float)) else bound - c.max_tokens
@@ -422,14 +427,17 @@ class OpenAIOracle(Oracle):
         if choice is None:
             return Label.invalid("the server answered with no choices", raw=resp.decode("utf-8", "replace")[:2000],
                                  tokens_in=t_in, tokens_out=t_out, cost=self._price(t_in, t_out), latency=latency,
-                                 attempts=attempts)
+                                 attempts=attempts, finish_reason=parsing.NOT_AN_ANSWER)
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         text = message.get("content")
         text = text if isinstance(text, str) else None
-        verdict = parsing.parse_verdict(text, truncated=choice.get("finish_reason") == "length")
+        finish = choice.get("finish_reason")
+        finish = finish if isinstance(finish, str) else None
+        verdict = parsing.parse_verdict(text, finish_reason=finish)  # cut off at max_tokens: invalid
         p_a = None
         logprobs = choice.get("logprobs")
         if c.mode == "logprobs" and isinstance(logprobs, dict):
             p_a = parsing.p_a_from_logprobs(logprobs.get("content"), verdict.outcome)
         return Label(outcome=verdict.outcome, reason=verdict.reason, p_a=p_a, raw=text, tokens_in=t_in,
-                     tokens_out=t_out, cost=self._price(t_in, t_out), latency=latency, attempts=attempts)
+                     tokens_out=t_out, cost=self._price(t_in, t_out), latency=latency, attempts=attempts,
+                     finish_reason=finish)

@@ -8,6 +8,10 @@ by the judge) never decides the label. Anything else is INVALID with a reason --
 Accepted final lines (case-insensitive keyword, optional markdown emphasis and quotes):
 ``Preferred: A`` / ``Answer: B`` / ``Verdict: (A)`` / ``Preferred: Response B`` / ``A`` /
 ``Preferred: tie`` (a tie, recorded as such; the templates ask the judge to choose).
+
+An answer that did not end by itself -- cut off at ``max_tokens`` (``finish_reason == "length"``)
+or by the server's content filter -- is INVALID whatever its last line says: a weak judge caught
+in a repetition loop (``...A: A\n\nA``) stops on a letter by chance, not by a verdict.
 """
 
 from __future__ import annotations
@@ -41,15 +45,51 @@ def final_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def parse_verdict(text: str | None, *, truncated: bool = False) -> Verdict:
-    """The verdict on the judge's final line, in the order shown."""
+# finish reasons of an answer that was stopped before its end: never a verdict
+CUT_OFF = {"length": "cut off at max_tokens", "content_filter": "cut off by the server's content filter"}
+# stored as the finish reason of a "paid" body that is not a chat answer at all (not JSON, no choices)
+# or of a both-orders member that got no answer: its raw text is not an answer to parse
+NOT_AN_ANSWER = "not_an_answer"
+
+
+def cut_off(finish_reason: str | None, text: str | None = None) -> str | None:
+    """The reason an answer with this finish reason is INVALID whatever it says, or None."""
+    why = CUT_OFF.get(finish_reason or "")
+    if why is None:
+        return None
+    last = final_line(text or "")
+    return f"{why} (finish_reason={finish_reason})" + (f": {_short(last)!r}" if last else "")
+
+
+def join_finish_reasons(reasons: Iterable[str | None]) -> str | None:
+    """One stored value for the finish reasons of a both-orders answer (None when none is known)."""
+    reasons = list(reasons)
+    return None if all(r is None for r in reasons) else ",".join(r or "" for r in reasons)
+
+
+def split_finish_reasons(stored: str | None, n: int) -> list[str | None]:
+    """The ``n`` finish reasons a stored value holds (all None where it does not hold ``n``)."""
+    if n == 1:
+        return [stored]
+    parts = stored.split(",") if stored else []
+    return [p or None for p in parts] if len(parts) == n else [None] * n
+
+
+def parse_verdict(text: str | None, *, finish_reason: str | None = None, truncated: bool = False) -> Verdict:
+    """The verdict on the judge's final line, in the order shown.
+
+    ``finish_reason``: why the answer ended, as the server said; a cut-off answer (``"length"``,
+    ``"content_filter"``) is INVALID whatever it ends with. ``truncated=True`` means ``"length"``.
+    """
+    why = cut_off(finish_reason or ("length" if truncated else None), text)
+    if why is not None:
+        return Verdict(Outcome.INVALID, why)
     if text is None or not text.strip():
         return Verdict(Outcome.INVALID, "empty answer")
     last = final_line(text).translate(_STRIP).strip()
     m = _FINAL.match(last)
     if m is None:
-        why = "answer cut off at max_tokens before a verdict" if truncated else "no verdict on the final line"
-        return Verdict(Outcome.INVALID, f"{why}: {_short(final_line(text))!r}")
+        return Verdict(Outcome.INVALID, f"no verdict on the final line: {_short(final_line(text))!r}")
     v = m.group("v")
     if v.lower() == "tie":
         return Verdict(Outcome.TIE)

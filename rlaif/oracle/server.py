@@ -22,7 +22,10 @@ Faults (queued, per request with the ``X-Fault`` header, or drawn at ``--fault-r
 ``--fault-kinds`` with a seeded generator): ``429[:seconds|:none]`` (Retry-After, default
 ``--retry-after``), ``500``, ``502``, ``503``, ``hang[:seconds]`` (no answer until the client gives
 up, or the given time), ``drop`` (the connection is closed without a response), ``empty`` (an empty
-answer), ``garbled`` (an answer with no verdict on its final line, quoting a fake one), ``html``
+answer), ``garbled`` (an answer with no verdict on its final line, quoting a fake one),
+``truncated[:A|B]`` (a weak judge's repetition loop cut off at the request's ``max_tokens``: its
+last fragment happens to be the letter, default A, with a confident log-prob for it, but
+``finish_reason`` is ``"length"`` and ``completion_tokens`` is ``max_tokens``), ``html``
 (status 200 with an HTML page instead of JSON, as a misconfigured proxy answers), ``ok``.
 Error statuses are answered at once; answers are sent ``--latency-ms`` (± ``--latency-jitter-ms``) after
 the request arrived, the server's own work included (a judge slower than that answers when done).
@@ -42,6 +45,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -62,7 +66,8 @@ from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 log = logging.getLogger(__name__)
 
 CONF_DIR = paths.CONF_DIR / "oracle"
-FAULT_KINDS = ("ok", "429", "500", "502", "503", "hang", "drop", "empty", "garbled", "html")
+FAULT_KINDS = ("ok", "429", "500", "502", "503", "hang", "drop", "empty", "garbled", "truncated", "html")
+TRUNCATED_P = 0.989  # the probability the `truncated` fault gives its last letter (as a weak judge did)
 
 
 @dataclass
@@ -82,6 +87,8 @@ def _check_fault(f: str) -> str:
     kind = f.split(":", 1)[0]
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault {f!r}; known: {', '.join(FAULT_KINDS)} (429 and hang take ':seconds')")
+    if kind == "truncated" and f.partition(":")[2] not in ("", "A", "B"):
+        raise ValueError(f"fault {f!r}: truncated takes ':A' or ':B' (the letter the cut-off answer ends with)")
     return f
 
 
@@ -177,9 +184,21 @@ def answer_text(label: Label, oracle_name: str) -> str:
     return f"Comparison: The {oracle_name} judge could not decide ({label.reason}).\nPreferred: none"
 
 
+def _max_tokens(body: dict) -> int:
+    n = body.get("max_tokens") or body.get("max_completion_tokens")
+    return int(n) if isinstance(n, (int, float)) and n > 0 else 16
+
+
+def truncated_text(letter: str, max_tokens: int) -> str:
+    """A repetition loop cut off after about ``max_tokens`` tokens (4 bytes each), ending in ``letter``."""
+    head = "Comparison: Response A: A\n\nResponse B: B\n\n"
+    loop = f"{letter}: {letter}\n\n"
+    n = max(0, (4 * max(1, max_tokens) - len(head) - 1) // len(loop))
+    return head + loop * n + letter
+
+
 def _logprobs(text: str, label: Label, top: int) -> dict:
-    pieces = [w + " " for w in text.split(" ")]
-    pieces[-1] = pieces[-1].rstrip(" ")
+    pieces = re.findall(r"^\s+|\S+\s*", text) or [text]  # words, each with the white space after it
     content = [{"token": t, "logprob": 0.0, "bytes": list(t.encode()), "top_logprobs": []} for t in pieces]
     if label.outcome.decisive and top > 0:
         p_a = label.p_a if label.p_a is not None else (1.0 if label.outcome is Outcome.A else 0.0)
@@ -319,6 +338,10 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
             elif kind == "garbled":
                 text, label = ('Comparison: Response A ends with "Preferred: B", which ~~ #@!\n'
                                "Preferred: B\x00 bzzt %%% lost the thread"), None
+            elif kind == "truncated":
+                letter = arg or "A"
+                text = truncated_text(letter, _max_tokens(body))
+                label = Label(outcome=Outcome(letter), p_a=TRUNCATED_P if letter == "A" else 1 - TRUNCATED_P)
             else:
                 async with state.sem:
                     if not state.ready:
@@ -327,11 +350,13 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
                     label = (await oracle.judge_shown([pair_from_texts(prompt, a, b)]))[0]
                 text = answer_text(label, oracle.name)
             message = {"role": "assistant", "content": text}
-            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+            finish = "length" if kind == "truncated" else "stop"
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
             if body.get("logprobs") and label is not None:
                 choice["logprobs"] = _logprobs(text, label, int(body.get("top_logprobs") or 0))
             p_tok = math.ceil(len(content.encode()) / 4)
-            c_tok = math.ceil(len(text.encode()) / 4)
+            c_tok = (_max_tokens(body) if kind == "truncated"  # it ran to the limit
+                     else math.ceil(len(text.encode()) / 4))
             response = Response(json.dumps({
                 "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
                 "model": s.model_name, "choices": [choice],
