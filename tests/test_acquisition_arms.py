@@ -289,3 +289,22 @@ def test_configs_build_with_the_paper_imdb_defaults(name):
         assert (cfg.n_samples, cfg.entropy_temperature, cfg.k) == (8, 1.0, 8)
     if hasattr(cfg, "f"):
         assert cfg.f == 32
+
+
+@pytest.mark.parametrize("adapter", [0.0, 0.5], ids=["policy=reference", "trained"])
+@pytest.mark.parametrize("name", list(ARMS))
+def test_selection_does_not_depend_on_the_thread_count(policy, prompts, name, adapter):
+    """Same seed, 1 or 2 threads: the same pairs. Thread count changes the log-probs' last bits; with
+    the policy still the reference (round 1) every margin is exactly 0 and nothing is ranked by them."""
+    set_adapter(policy, adapter)
+
+    def run(threads):
+        torch.set_num_threads(threads)
+        try:
+            arm, ctx = ARMS[name](), make_ctx(policy, seed=3)
+            arm.prepare(prompts, 4, ctx)
+            return [(p.id, p.a.token_ids, p.b.token_ids) for p in arm.select(prompts, 4, ctx)]
+        finally:
+            torch.set_num_threads(1)
+
+    assert run(1) == run(2)

@@ -77,14 +77,27 @@ def test_policy_moves_and_reference_cache_is_used(tmp_path):
     assert summary["reference_passes"] <= 2 * 16
 
 
-def test_loop_with_vllm_generator(tmp_path):
-    """The same loop with the in-process vLLM engine (weights synced each round)."""
+def test_loop_with_vllm_generator_selects_the_same_pairs_on_1_or_2_threads(tmp_path):
+    """The loop with the in-process vLLM engine (weights synced each round), the certainty arm, run
+    twice: the engine and torch on 1 thread, then on 2. Policy log-probs come from vLLM, the
+    reference's from transformers; the selections (and so the labels) must be the same."""
     pytest.importorskip("vllm")
-    run = tmp_path / "run"
-    rlaif_run(run, "generator=vllm", "budget.labels=16", "budget.labels_per_round=8", timeout=900)
-    metrics = read_jsonl(run / "metrics.jsonl")
-    assert [m["labels"] for m in metrics] == [8, 16]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["generator"] == "vllm" and summary["labels"] == 16
-    # vLLM's own log-probs feed the arm: no policy forward pass was needed for the pairs
-    assert all(m["acquisition"]["scored"] == 0 for m in metrics)
+    prefs = []
+    for threads, bind in ((1, "0"), (2, "0-1")):
+        run = tmp_path / f"run{threads}"
+        rlaif_run(run, "generator=vllm", "acquisition=certainty", "acquisition.f=3", "budget.labels=16",
+                  "budget.labels_per_round=8", f"threads={threads}", f"generator.cpu_threads_bind={bind}",
+                  "trainer.learning_rate=5e-3", timeout=900)
+        metrics = read_jsonl(run / "metrics.jsonl")
+        assert [m["labels"] for m in metrics] == [8, 16]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["generator"] == "vllm" and summary["labels"] == 16
+        # vLLM's own log-probs feed the arm: no policy forward pass was needed for the pairs
+        for m in metrics:
+            st = m["acquisition"]["stages"].get("pair_scoring")
+            assert st is None or st["scored"] == st["ref_scored"]  # reference passes only
+        assert metrics[0]["selected"]["mean_certainty"] == 0.0  # round 1: the policy is the reference
+        assert metrics[1]["selected"]["mean_certainty"] > 0.0
+        prefs.append([(r["pair_id"], r["chosen_input_ids"], r["rejected_input_ids"])
+                      for r in read_jsonl(run / "preferences.jsonl")])
+    assert prefs[0] == prefs[1]
