@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlaif.report import ReportError, build_report
@@ -46,7 +47,7 @@ def test_report_on_a_multirun(sweep, tmp_path):
     res = build_report([sweep], tmp_path / "rep", n_boot=300)
     out = res["out"]
     for f in ("report.md", "learning_curves.png", "spend_curves.png", "acquired_data.png", "curves.csv",
-              "efficiency.csv", "runs.csv"):
+              "efficiency.csv", "paired.csv", "runs.csv"):
         assert (out / f).exists() and (out / f).stat().st_size > 0, f
     assert sorted({r.arm for r in res["runs"]}) == ["certainty", "random"]
     assert sorted(r.seed for r in res["runs"]) == [0, 0, 1, 1]
@@ -174,3 +175,30 @@ def test_runs_csv_has_every_arms_columns(sweep, tmp_path):
     rows = list(csv.DictReader(open(out / "runs.csv")))
     assert len(rows) == 4 and "mean_certainty" in rows[0]
     assert {r["mean_certainty"] for r in rows if r["arm"] == "random"} == {""}
+
+
+def _run(arm, seed, points):
+    from rlaif.report.runs import Run
+
+    r = Run.__new__(Run)
+    r.arm, r.seed = arm, seed
+    r.metrics = [{"labels": x, "gold_winrate": y} for x, y in points]
+    return r
+
+
+def test_paired_differences_end_point_and_whole_curve_by_hand():
+    from rlaif.report.paired import area, paired_differences
+
+    assert area([32, 64, 96], [0.5, 0.7, 0.6], 32, 96) == pytest.approx(((0.5 + 0.7) / 2 + (0.7 + 0.6) / 2) / 2)
+    runs = [_run("random", 0, [(32, 0.50), (64, 0.60), (96, 0.70)]), _run("random", 1, [(32, 0.52), (64, 0.58), (96, 0.66)]),
+            _run("random", 2, [(32, 0.55), (64, 0.57), (96, 0.60)]),
+            _run("certainty", 0, [(32, 0.50), (64, 0.70), (96, 0.72)]), _run("certainty", 1, [(32, 0.52), (64, 0.66), (96, 0.70)]),
+            _run("certainty", 2, [(32, 0.55), (64, 0.67), (96, 0.58)])]
+    d = {x.measure: x for x in paired_differences(runs, "random", "gold_winrate")}
+    assert d["final"].per_seed == pytest.approx([0.02, 0.04, -0.02]) and d["final"].mean == pytest.approx(0.04 / 3)
+    half = 4.302652729911275 * np.std([0.02, 0.04, -0.02], ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert (d["final"].lo, d["final"].hi) == pytest.approx((0.04 / 3 - half, 0.04 / 3 + half))
+    assert d["final"].verdict == "not distinguishable"  # the interval contains 0
+    # whole curve: seed 0 gains (0.1/2 + (0.1 + 0.02)/2) / 2 = 0.055 on average over 32-96 labels
+    assert d["auc"].per_seed == pytest.approx([0.055, 0.05, 0.045])
+    assert d["auc"].verdict == "better than the reference"

@@ -5,7 +5,8 @@
 
 Writes into ``--out`` (default: ``<first path>/report``): ``report.md``, ``learning_curves.png``,
 ``spend_curves.png``, ``acquired_data.png``, ``curves.csv`` (mean and 95% interval per arm and label
-count), ``efficiency.csv`` and ``runs.csv``. Every figure comes with its seeds and interval.
+count), ``efficiency.csv``, ``paired.csv`` (each arm minus the reference arm per seed, at the end
+point and over the whole curve) and ``runs.csv``. Every figure comes with its seeds and interval.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
     from rlaif.report.curves import aggregate
     from rlaif.report.efficiency import label_efficiency
     from rlaif.report.markdown import render
+    from rlaif.report.paired import paired_differences, paired_section
 
     runs: list[Run] = load_runs(paths)
     out = Path(out) if out else Path(paths[0]).expanduser() / "report"
@@ -71,6 +73,7 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
                       f"({100 * last.mean:.1f}%, 95% interval {100 * last.lo:.1f}-{100 * last.hi:.1f}) does not "
                       f"clear 50%: it has not beaten the reference, so the label-efficiency target is noise and the "
                       f"ratios below say nothing about the arms. Give the runs more labels (or seeds).", ""]
+    diffs = paired_differences(runs, reference, eff_metric) if reference in {r.arm for r in runs} else []
     figs = by_arm(runs)
     images = {"learning": "learning_curves.png", "spend": "spend_curves.png", "characteristics": "acquired_data.png"}
     plots.learning_curves(points, out / images["learning"], effs[0].target if effs else None)
@@ -79,10 +82,14 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
     _write_csv(out / "curves.csv", [asdict(p) for m in points.values() for p in m])
     _write_csv(out / "efficiency.csv", [{**asdict(e), "metric": eff_metric} for e in (effs or [])])
     _write_csv(out / "runs.csv", [{"arm": r.arm, "seed": r.seed, "path": str(r.path), **run_figures(r)} for r in runs])
-    md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes)
+    _write_csv(out / "paired.csv", [{"arm": d.arm, "measure": d.measure, "metric": eff_metric, "seeds": len(d.seeds),
+                                     "mean": d.mean, "lo": d.lo, "hi": d.hi, "verdict": d.verdict,
+                                     "per_seed": " ".join(f"{v:.4f}" for v in d.per_seed)} for d in diffs])
+    md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes,
+                paired_section(diffs, reference, eff_metric) if diffs else [])
     (out / "report.md").write_text(md)
     return {"runs": runs, "points": points, "efficiency": effs, "figures": figs, "out": out,
-            "metric": eff_metric}
+            "metric": eff_metric, "paired": diffs}
 
 
 def _print_efficiency(effs, reference: str) -> None:

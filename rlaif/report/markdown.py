@@ -74,7 +74,7 @@ def curve_table(points: list[Point], arms: list[str], title: str) -> list[str]:
 
 def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficiency] | None, figs: dict,
            reference: str, eff_metric: str, n_boot: int, images: dict[str, str], spend_key: str,
-           notes: list[str]) -> str:
+           notes: list[str], paired: list[str] = ()) -> str:
     arms = sorted({r.arm for r in runs})
     first = runs[0]
     seeds = {a: sorted(r.seed for r in runs if r.arm == a) for a in arms}
@@ -88,6 +88,7 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
     else:
         L += [f"## Label efficiency", "", f"Not computed: no runs of the reference arm {reference!r} "
               f"(or no {eff_metric.replace('_', ' ')} measured).", ""]
+    L += list(paired)
     L += ["## Final results per arm", "",
           "| arm | seeds | labels | gold win-rate % | oracle win-rate % | decisive % | oracle US$ | oracle tokens "
           "| generations / label | acquisition s / label | wall min |", "|---" * 11 + "|"]
@@ -132,5 +133,6 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
         g = ci(last["gold_winrate"], *last.get("gold_winrate_ci", [float("nan")] * 2)) if "gold_winrate" in last else "n/a"
         stop = (r.summary or {}).get("stopped_by", "unfinished")
         L.append(f"| {r.arm} | {r.seed} | {last['labels']} | {len(r.metrics)} | {stop} | {g} | `{r.path}` |")
-    L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `runs.csv`, and the PNGs beside this file.", ""]
+    L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `paired.csv`, `runs.csv`, and the PNGs "
+              "beside this file.", ""]
     return "\n".join(L)
