@@ -86,7 +86,7 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
                                      "mean": d.mean, "lo": d.lo, "hi": d.hi, "verdict": d.verdict,
                                      "per_seed": " ".join(f"{v:.4f}" for v in d.per_seed)} for d in diffs])
     md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes,
-                paired_section(diffs, reference, eff_metric) if diffs else [])
+                paired_section(diffs, reference, eff_metric) if diffs else [], out=out)
     (out / "report.md").write_text(md)
     return {"runs": runs, "points": points, "efficiency": effs, "figures": figs, "out": out,
             "metric": eff_metric, "paired": diffs}
@@ -103,6 +103,9 @@ def _print_efficiency(effs, reference: str) -> None:
             print(f"  {e.arm:<14} never reached the target ({e.seeds} seeds)")
         else:
             hi = "inf" if not math.isfinite(e.hi) else f"{e.hi:.2f}"
+            if math.isnan(e.lo):
+                print(f"  {e.arm:<14} ratio {e.ratio:.2f}  no interval ({e.seeds} seed)")
+                continue
             print(f"  {e.arm:<14} ratio {e.ratio:.2f}  95% CI [{e.lo:.2f}, {hi}]  ({e.seeds} seeds, "
                   f"{100 * e.never_share:.0f}% of resamples never reach it)")
 

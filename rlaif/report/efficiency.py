@@ -74,7 +74,7 @@ def label_efficiency(curves: dict[str, dict[int, Curve]], reference: str = "rand
         ratio, target, l_arm, l_ref = _ratio([curves[arm][s] for s in seeds], [curves[reference][s] for s in ref_seeds])
         ax, _ = mean_curve([curves[arm][s] for s in seeds])
         boots = []
-        if arm != reference:
+        if arm != reference and min(len(seeds), len(ref_seeds)) > 1:  # one seed: nothing to resample
             for _ in range(n_boot):
                 i = rng.integers(0, len(seeds), len(seeds))
                 j = i if paired else rng.integers(0, len(ref_seeds), len(ref_seeds))
@@ -85,7 +85,7 @@ def label_efficiency(curves: dict[str, dict[int, Curve]], reference: str = "rand
             lo, hi = (float(np.quantile(b, 0.025, method="inverted_cdf")), float(np.quantile(b, 0.975, method="inverted_cdf")))
             never = float(np.mean(np.isinf(b)))
         else:
-            lo = hi = 1.0 if ratio is not None else float("nan")
+            lo = hi = 1.0 if arm == reference else float("nan")
             never = 0.0
         out.append(Efficiency(arm, len(seeds), target, l_arm, l_ref, ratio, lo, hi, never, paired,
                               l_arm is not None and bool(ax) and l_arm == ax[0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from rlaif.report.characteristics import SELECTED
 from rlaif.report.curves import Point
@@ -26,6 +27,8 @@ def ci(m: float, lo: float, hi: float, scale: float = 100.0, fmt: str = "{:.1f}"
 def _ratio_cell(e: Efficiency) -> str:
     if e.ratio is None:
         return "never reached"
+    if math.isnan(e.lo):
+        return f"{e.ratio:.2f} (one seed: no interval)"
     hi = "∞" if not math.isfinite(e.hi) else f"{e.hi:.2f}"
     return f"{e.ratio:.2f} [{e.lo:.2f}, {hi}]"
 
@@ -45,7 +48,8 @@ def efficiency_section(effs: list[Efficiency], reference: str, metric: str, n_bo
         if e.arm == reference:
             lines.append(f"| {e.arm} | {e.seeds} | {need} | 1.00 (reference) | – |")
         else:
-            lines.append(f"| {e.arm} | {e.seeds} | {need} | {_ratio_cell(e)} | {100 * e.never_share:.0f}% |")
+            never = "–" if math.isnan(e.lo) and e.ratio is not None or e.seeds < 2 else f"{100 * e.never_share:.0f}%"
+            lines.append(f"| {e.arm} | {e.seeds} | {need} | {_ratio_cell(e)} | {never} |")
     never = [e.arm for e in effs if e.ratio is None]
     if never:
         lines += ["", f"**Never reached the target** within their label budget: {', '.join(never)} "
@@ -74,7 +78,7 @@ def curve_table(points: list[Point], arms: list[str], title: str) -> list[str]:
 
 def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficiency] | None, figs: dict,
            reference: str, eff_metric: str, n_boot: int, images: dict[str, str], spend_key: str,
-           notes: list[str], paired: list[str] = ()) -> str:
+           notes: list[str], paired: list[str] = (), out=None) -> str:
     arms = sorted({r.arm for r in runs})
     first = runs[0]
     seeds = {a: sorted(r.seed for r in runs if r.arm == a) for a in arms}
@@ -132,7 +136,8 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
         last = r.metrics[-1]
         g = ci(last["gold_winrate"], *last.get("gold_winrate_ci", [float("nan")] * 2)) if "gold_winrate" in last else "n/a"
         stop = (r.summary or {}).get("stopped_by", "unfinished")
-        L.append(f"| {r.arm} | {r.seed} | {last['labels']} | {len(r.metrics)} | {stop} | {g} | `{r.path}` |")
+        where = os.path.relpath(r.path, out) if out is not None else str(r.path)
+        L.append(f"| {r.arm} | {r.seed} | {last['labels']} | {len(r.metrics)} | {stop} | {g} | `{where}` |")
     L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `paired.csv`, `runs.csv`, and the PNGs "
               "beside this file.", ""]
     return "\n".join(L)
