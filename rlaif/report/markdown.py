@@ -56,6 +56,11 @@ def efficiency_section(effs: list[Efficiency], reference: str, metric: str, n_bo
                       f"(their mean curve stays below {pct(target)}%)."]
     lines += ["", "An interval that includes 1.00 means these runs cannot tell the arm from "
                   f"{reference}. With few seeds the intervals are wide: read the seed count before the ratio.", ""]
+    few = min(e.seeds for e in effs)
+    if 1 < few < 5:
+        lines += [f"**Caution:** with {few} seeds a bootstrap over seeds has only a handful of distinct resamples, so "
+                  f"these ratio intervals understate the uncertainty; the paired t intervals above are the ones "
+                  f"to read.", ""]
     return lines
 
 
@@ -87,12 +92,12 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
          f"{len(runs)} runs: " + ", ".join(f"{a} ({len(seeds[a])} seeds: {', '.join(map(str, seeds[a]))})"
                                           for a in arms) + ".", ""]
     L += notes
+    L += list(paired)  # the primary comparison: paired by seed, t intervals
     if effs:
         L += efficiency_section(effs, reference, eff_metric, n_boot)
     else:
         L += [f"## Label efficiency", "", f"Not computed: no runs of the reference arm {reference!r} "
               f"(or no {eff_metric.replace('_', ' ')} measured).", ""]
-    L += list(paired)
     L += ["## Final results per arm", "",
           "| arm | seeds | labels | gold win-rate % | oracle win-rate % | decisive % | oracle US$ | oracle tokens "
           "| generations / label | acquisition s / label | wall min |", "|---" * 11 + "|"]

@@ -5,11 +5,17 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HOME/rlaif-sweeps/apl_vs_random}
 VENV=$(cd "$HERE/../../.." && scripts/env.sh)
-for d in "$OUT"/*/; do
-  [ -f "$d/summary.json" ] || continue
-  name=$(basename "$d")
-  mkdir -p "$HERE/runs/$name"
-  cp "$d"/{summary.json,metrics.jsonl,config.yaml,config.json,preferences.jsonl} "$HERE/runs/$name/"
+ARMS="random certainty hybrid entropy"
+for seed in 0 1 2 3 4; do   # whole seeds only: every arm of the report has the same seeds
+  done_all=1
+  for arm in $ARMS; do [ -f "$OUT/$arm-s$seed/summary.json" ] || [ -f "$HERE/runs/$arm-s$seed/summary.json" ] || done_all=0; done
+  [ "$done_all" = 1 ] || continue
+  for arm in $ARMS; do
+    d="$OUT/$arm-s$seed"
+    [ -f "$d/summary.json" ] || continue
+    mkdir -p "$HERE/runs/$arm-s$seed"
+    cp "$d"/{summary.json,metrics.jsonl,config.yaml,config.json,preferences.jsonl} "$HERE/runs/$arm-s$seed/"
+  done
 done
 rm -rf "$HERE/report"
 cd "$HERE" && "$VENV/bin/rlaif" report runs --out report   # relative paths in the report
