@@ -1,4 +1,4 @@
-"""Errors a user causes (bad config, input, budget, judge, ledger): reported in one line, exit code 2."""
+"""Errors a user causes (bad config, input, budget, judge, ledger, run directory): reported in one line, exit code 2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from rlaif.oracle.base import OracleError
     from rlaif.registry import ConfigError
     from rlaif.run_state import RunStateError
+    from rlaif.startup import RunDirError
     from rlaif.tasks import TaskError
 
     return (ConfigError, BudgetError, TaskError, OracleError, LedgerError, ConfigChangedError, RunStateError,
-            FileNotFoundError)
+            RunDirError, FileNotFoundError)
+
+
+def user_error_message(e: BaseException, run_dir=None) -> str | None:
+    """The line to print for an error the user caused (a run directory that is read-only or full
+    included, wherever it shows up); None for any other error (a bug: full traceback)."""
+    from rlaif.startup import disk_error
+
+    if isinstance(e, user_errors()):
+        return str(e)
+    return disk_error(e, run_dir)

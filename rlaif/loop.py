@@ -61,7 +61,9 @@ class Parts:
 def validate(cfg) -> None:
     """Cheap checks that fail before any model is loaded or any label is bought."""
     from rlaif.assets import resolve_model
+    from rlaif.startup import check_config, check_context, check_prompt_file
 
+    check_config(cfg)  # unknown keys in typed groups, secrets, ranges, trainer.report_to installed
     for group in ("generator", "acquisition", "oracle"):
         if cfg.get(group) is None:
             raise registry.ConfigError(f"no {group} selected: add {group}=<name> (see conf/{group}/)")
@@ -72,14 +74,12 @@ def validate(cfg) -> None:
         raise BudgetError(f"budget.max_rounds must be positive, got {cfg.budget.max_rounds}")
     Budget.from_config(cfg.budget)
     if cfg.task.source == "jsonl":
-        if not cfg.task.path or not Path(cfg.task.path).expanduser().is_file():
-            from rlaif.tasks import TaskError
-
-            raise TaskError(f"task.path: prompt file {cfg.task.path!r} does not exist")
+        check_prompt_file(cfg.task)  # given, a file, UTF-8
     if cfg.trainer.mode not in ("reset", "continue"):
         raise registry.ConfigError(f"trainer.mode must be 'reset' or 'continue', got {cfg.trainer.mode!r}")
     if cfg.policy.name_or_path not in ("smollm2", "tiny"):
         resolve_model(cfg.policy.name_or_path)
+    check_context(cfg)  # the longest prompt + completion fit the policy's context
 
 
 def eval_judged(cfg, oracle) -> bool:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rlaif.paths import CONF_DIR as _CONF
 
@@ -74,26 +73,35 @@ def main(argv: list[str] | None = None) -> int | None:
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
     def app(cfg) -> float | None:
+        from rlaif.errors import user_error_message
+        from rlaif.loop import run, validate
         from rlaif.run_state import atomic_write_text
-        from rlaif.loop import run
+        from rlaif.startup import open_run_dir, write_hydra_record
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        run_dir = Path(cfg.resume).expanduser() if cfg.resume else Path(HydraConfig.get().runtime.output_dir)
-        if cfg.resume and not (run_dir / "state" / "state.json").exists():
-            raise SystemExit(f"rlaif: resume={cfg.resume!r} is not an rlaif run directory (no state/state.json)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        plain = redact(OmegaConf.to_container(cfg, resolve=True))
-        atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2, default=str))
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+        held = None
         try:
+            # check first, write after: a refused start leaves the run's config.json, config.yaml and
+            # .hydra/ as they were (Hydra's own .hydra/ writing is off: hydra.output_subdir=null)
+            validate(cfg)
+            hydra_cfg = HydraConfig.get()
+            held = open_run_dir(cfg, hydra_cfg.runtime.output_dir)  # exists, writable, not in use, config unchanged
+            run_dir = held.path
+            plain = redact(OmegaConf.to_container(cfg, resolve=True))
+            atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2, default=str))
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain)))
+            if hydra_cfg.output_subdir is None:
+                write_hydra_record(hydra_cfg, plain)
             summary = run(cfg, run_dir)
         except Exception as e:  # one clear line for the errors users cause; full trace otherwise
-            from rlaif.errors import user_errors
-
-            if isinstance(e, user_errors()):
-                print(f"rlaif: error: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
-            raise
+            msg = user_error_message(e, held.path if held is not None else None)
+            if msg is None:
+                raise
+            print(f"rlaif: error: {msg}", file=sys.stderr)
+            raise SystemExit(2) from None
+        finally:
+            if held is not None:
+                held.release()
         _print_summary(summary)
         return summary.get("gold_winrate")
 

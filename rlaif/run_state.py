@@ -150,6 +150,17 @@ class RunStateError(RuntimeError):
     pass
 
 
+def _refuse_changed(run_dir: Path, old: dict, new: dict) -> None:
+    diffs = diff_fingerprints(old, new)
+    if diffs:
+        raise ConfigChangedError(
+            f"refusing to resume {run_dir}: its label-changing config differs from this one:\n  "
+            + "\n  ".join(diffs) +
+            "\nThese settings change which pairs are acquired or how they are judged, so the resumed run "
+            "would not be the run that was started. Revert the overrides, or start a new run (labels "
+            "already paid for are reused free through the shared cache, ledger_cache=...).")
+
+
 class RunState:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -200,14 +211,9 @@ class RunState:
         old = self.data.get("config_fingerprint")
         resumed = old is not None
         if resumed and not allow_changed:
-            diffs = diff_fingerprints(old, fingerprint)
-            if diffs:
-                raise ConfigChangedError(
-                    f"refusing to resume {self.run_dir}: its label-changing config differs from this one:\n  "
-                    + "\n  ".join(diffs) +
-                    "\nThese settings change which pairs are acquired or how they are judged, so the resumed run "
-                    "would not be the run that was started. Revert the overrides, or start a new run (labels "
-                    "already paid for are reused free through the shared cache, ledger_cache=...).")
+            _refuse_changed(self.run_dir, old, fingerprint)
+        if ledger is not None and resumed:
+            self._check_ledger_kept(ledger)
         if ledger is not None:
             resumed = ledger.check_config(fingerprint, allow_changed=allow_changed) or resumed
         if old is None or allow_changed:
@@ -216,6 +222,33 @@ class RunState:
             self.data["resumes"] = int(self.data.get("resumes", 0)) + 1
         self._save()
         return resumed
+
+    def _check_ledger_kept(self, ledger: Any) -> None:
+        """A resume whose run state records acquired rounds needs the ledger those labels are in: an
+        empty (zero-byte, recreated) or replaced ledger would buy them again and forget their spend."""
+        rounds = self.acquired_rounds()
+        labels = max([int(m.get("labels", 0) or 0) for m in self.metrics()] or [0])
+        if not rounds and not labels:
+            return
+        if ledger.meta().get("config_fingerprint") is None or (labels and not ledger.totals()["rows"]):
+            raise RunStateError(
+                f"refusing to resume {self.run_dir}: its run state records {len(rounds)} acquired round(s)"
+                + (f" and {labels} labels" if labels else "") + f" but its ledger {ledger.path} is empty or not "
+                "this run's, so labels already paid for would be bought again and the budget would forget them; "
+                "restore the run's ledger.sqlite, or start a new run")
+
+    @staticmethod
+    def check_unchanged(run_dir: str | Path, fingerprint: dict) -> None:
+        """The check :meth:`check_config` makes on resume, without writing anything (a start-up check)."""
+        path = Path(run_dir) / "state" / "state.json"
+        try:
+            old = json.loads(path.read_text()).get("config_fingerprint")
+        except FileNotFoundError:
+            return
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunStateError(f"{path} is not valid JSON ({e}); the run state is damaged") from None
+        if old is not None:
+            _refuse_changed(Path(run_dir), old, json.loads(canonical(fingerprint)))
 
     # -- pairs -----------------------------------------------------------------------------------
     def pairs_path(self, r: int) -> Path:

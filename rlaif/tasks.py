@@ -55,11 +55,10 @@ def _imdb(cfg, tokenizer) -> PromptSet:
 
 
 def _jsonl(cfg, tokenizer) -> PromptSet:
-    if not cfg.path:
-        raise TaskError("task.path is required for task=jsonl (a JSONL file with one {\"prompt\": ...} per line)")
+    from rlaif.startup import check_prompt_file
+
+    check_prompt_file(cfg)  # given, a file, UTF-8
     path = Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise TaskError(f"task.path: prompt file {str(path)!r} does not exist")
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

@@ -130,3 +130,47 @@ def test_cli_reports_bad_input_in_one_line_before_work(tmp_path):
     assert not (tmp_path / "run" / "ledger.sqlite").exists()  # nothing was started
     r = _cli("+acquisition.bogus=1", f"hydra.run.dir={tmp_path}/run2")
     assert r.returncode == 2 and "bogus" in r.stderr
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.beta=0", "trainer.beta"), ("trainer.beta=-0.1", "trainer.beta"),
+    ("oracle.concurrency=0", "oracle.concurrency"), ("oracle.concurrency=-2", "oracle.concurrency"),
+    ("eval.prompts=0", "eval.prompts"),
+    ("trainer.report_to=not_a_reporter", "trainer.report_to"),
+    ("+trainer.betta=0.1", "trainer.betta"), ("+budget.labelz=5", "budget.labelz"), ("+task.pth=x", "task.pth"),
+    ("+not_a_key=1", "not_a_key"),
+])
+def test_out_of_range_and_unknown_values_are_refused_at_start_up(override, key):
+    with pytest.raises(registry.ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg("policy=tiny", override))
+
+
+def test_a_report_to_package_that_is_not_installed_is_refused_at_start_up(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(registry.ConfigError, match="report_to=wandb: the package 'wandb' is not installed"):
+        validate(cfg("policy=tiny", "trainer.report_to=wandb"))
+    validate(cfg("policy=tiny", "trainer.report_to=none"))
+
+
+def test_a_key_in_api_key_env_is_refused_without_echoing_it():
+    key = "sk-live-0123456789abcdefABCDEF"
+    with pytest.raises(registry.ConfigError, match="oracle.api_key_env must name an environment variable") as e:
+        validate(cfg("policy=tiny", "oracle=openai", f"oracle.api_key_env={key}"))
+    assert key[:8] not in str(e.value)
+    with pytest.raises(registry.ConfigError, match="oracle.api_key: secrets are not accepted"):
+        validate(cfg("policy=tiny", "oracle=openai", f"+oracle.api_key={key}"))
+
+
+def test_non_utf8_prompt_file_and_too_long_prompts_are_refused(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(TaskError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        validate(cfg("policy=tiny", "task=jsonl", f"task.path={bad}"))
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "hello"}\n')
+    with pytest.raises(TaskError, match="exceed the policy's context of 128 tokens"):
+        validate(cfg("policy=tiny", "task=jsonl", f"task.path={good}"))  # 256 + 64 > 128
+    validate(cfg("policy=tiny", "task=jsonl", f"task.path={good}", "task.max_prompt_tokens=64"))

@@ -148,6 +148,29 @@ def test_resume_refuses_a_label_changing_config(tmp_path):
     ledger.close()
 
 
+
+def test_resume_with_an_empty_ledger_is_refused(tmp_path):
+    """A zero-byte (or recreated) ledger would be taken as a fresh one: earlier rounds bought again."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    st = RunState(tmp_path)
+    st.check_config(label_fingerprint(_cfg()), ledger=ledger)
+    st.save_pairs(1, make_pairs(4))
+    st.save_metrics(1, {"round": 1, "labels": 4})
+    ledger.close()
+    (tmp_path / "ledger.sqlite").write_bytes(b"")
+    for f in tmp_path.glob("ledger.sqlite-*"):
+        f.unlink()
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        with pytest.raises(RunStateError, match=r"records 1 acquired round\(s\) and 4 labels but its ledger .* is "
+                                                r"empty") as e:
+            RunState(tmp_path).check_config(label_fingerprint(_cfg()), ledger=ledger)
+        assert "\n" not in str(e.value)
+        assert ledger.meta().get("config_fingerprint") is None  # the empty ledger was not adopted
+    finally:
+        ledger.close()
+
+
 # -- reparse ---------------------------------------------------------------------------------------
 LENIENT = '''
 import re

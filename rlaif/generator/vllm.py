@@ -186,9 +186,11 @@ class VLLMGenerator(Generator):
         t = time.perf_counter()
         log.info("starting vLLM %s engine on %s (%s)", vllm.__version__, args["model"],
                  "CUDA" if self.on_cuda else "CPU")
-        before = orphan_guard.children_pids()
+        # the engine's processes are stopped even if this process is killed -9, from the moment they
+        # exist (a kill during the engine's start-up included)
+        if self._guard is None:
+            self._guard = orphan_guard.guard()
         self.llm = vllm.LLM(**args)
-        self._guard = orphan_guard.guard(before)  # engines stopped even if this process is killed -9
         self.start_seconds = time.perf_counter() - t
         self.serving = "reference"
         log.info("vLLM engine ready in %.1f s", self.start_seconds)

@@ -119,6 +119,16 @@ def _retryable(e: BaseException) -> bool:
     return False
 
 
+def _refused(e: BaseException) -> bool:
+    """Whether a connection error or timeout was in fact a refused connection (its cause chain says so)."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
 def retry_after_s(e: BaseException | None) -> float | None:
     """The server's Retry-After (seconds or HTTP date; also retry-after-ms), if any."""
     if not isinstance(e, sdk.APIStatusError):
@@ -200,8 +210,10 @@ class OpenAIOracle(Oracle):
                             and isinstance(e.body.get("error"), dict) else None)
             if body:
                 msg += f" ({str(body)[:200]})"
-        elif isinstance(e, sdk.APITimeoutError):
+        elif isinstance(e, sdk.APITimeoutError) and not _refused(e):  # aiohttp reports a refusal as a timeout
             msg = f"timeout after {self.cfg.timeout_s:g}s"
+        elif _refused(e):
+            msg = "connection refused (nothing listens there)"
         elif isinstance(e, sdk.APIConnectionError):
             cause = e.__cause__ or e.__context__
             msg = f"connection error ({type(cause).__name__ if cause else 'no response'})"
