@@ -14,7 +14,7 @@ import sys
 from rlaif.paths import CONF_DIR as _CONF
 
 CONF_DIR = str(_CONF)
-SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "bearer")
+from rlaif.startup import SECRET_WORDS  # one list of secret-looking key names
 
 
 def _setup_env() -> None:
