@@ -36,8 +36,8 @@ from rlaif.acquisition.random import RandomAcquisition
 from rlaif.assets import imdb_splits, smollm2_dir, tiny_dir
 from rlaif.config import PolicyConfig
 from rlaif.generator.hf import HFGenerator, HFGeneratorConfig
-from rlaif.policy import Policy
-from rlaif.scoring import ReferenceScorer, sequence_logprobs
+from rlaif.models.policy import Policy
+from rlaif.models.scoring import ReferenceScorer, sequence_logprobs
 from rlaif.trainer.dpo_config import DPOConfig
 from rlaif.types import Outcome, Prompt
 

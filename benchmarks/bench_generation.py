@@ -133,7 +133,7 @@ def hybrid_passes(gen, policy, prompts, rounds: int, small: dict, paper: dict, b
 
     from rlaif.acquisition.base import AcquisitionContext
     from rlaif.acquisition.hybrid import HybridAcquisition, HybridConfig
-    from rlaif.scoring import ReferenceScorer
+    from rlaif.models.scoring import ReferenceScorer
 
     ref = ReferenceScorer(policy)
     arm = HybridAcquisition(HybridConfig(n_samples=small["N"], k=small["k"], f=small["f"]))
@@ -206,7 +206,7 @@ def main() -> None:
     from rlaif.assets import resolve_model
     from rlaif.generator.base import SamplingParams
     from rlaif.generator.hf import HFGenerator, HFGeneratorConfig
-    from rlaif.policy import Policy, pick_device
+    from rlaif.models.policy import Policy, pick_device
     from rlaif.trainer.dpo_config import DPOConfig
 
     device = pick_device(args.device)

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import httpx
 
-from rlaif.budget import Budget
-from rlaif.labeling import Labeler
-from rlaif.ledger import Ledger
+from rlaif.labels.budget import Budget
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.ledger import Ledger
 from rlaif.oracle import parsing, templates
 from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
 from rlaif.oracle.server import pair_from_texts

@@ -153,7 +153,7 @@ say(f"{len(prompts)} prompts in {pfile}")
 
 # (c) instrumentation: the policy's dtypes, TRL's precision/device, weights changed, time per round
 import rlaif.loop as L
-import rlaif.policy as P
+import rlaif.models.policy as P
 import rlaif.trainer.dpo as D
 
 orig_init = P.Policy.__init__

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from rlaif.judge_health import JudgeHealthConfig
+from rlaif.labels.judge_health import JudgeHealthConfig
 from rlaif.trainer.dpo_config import DPOConfig
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from rlaif.budget import BudgetError
-    from rlaif.ledger import ConfigChangedError, LedgerError
+    from rlaif.labels.budget import BudgetError
+    from rlaif.labels.ledger import ConfigChangedError, LedgerError
     from rlaif.oracle.base import OracleError
     from rlaif.registry import ConfigError
-    from rlaif.run_state import RunStateError
-    from rlaif.startup import RunDirError
+    from rlaif.run.state import RunStateError
+    from rlaif.run.startup import RunDirError
     from rlaif.tasks import TaskError
 
     return (ConfigError, BudgetError, TaskError, OracleError, LedgerError, ConfigChangedError, RunStateError,
@@ -19,7 +19,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def user_error_message(e: BaseException, run_dir=None) -> str | None:
     """The line to print for an error the user caused (a run directory that is read-only or full
     included, wherever it shows up); None for any other error (a bug: full traceback)."""
-    from rlaif.startup import disk_error
+    from rlaif.run.startup import disk_error
 
     if isinstance(e, user_errors()):
         return str(e)

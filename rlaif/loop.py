@@ -25,12 +25,12 @@ from omegaconf import OmegaConf
 
 from rlaif import registry
 from rlaif.acquisition.base import AcquisitionContext
-from rlaif.budget import Budget, BudgetError, run_budgets
-from rlaif.evaluation import winrate_text
-from rlaif.judge_health import JudgeHealth
-from rlaif.labeling import Labeler
-from rlaif.ledger import Ledger
-from rlaif.run_state import RunState, atomic_write_text, label_fingerprint, round_seed
+from rlaif.labels.budget import Budget, BudgetError, run_budgets
+from rlaif.run.evaluation import winrate_text
+from rlaif.labels.judge_health import JudgeHealth
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.ledger import Ledger
+from rlaif.run.state import RunState, atomic_write_text, label_fingerprint, round_seed
 from rlaif.types import Completion, Outcome, Prompt, preference_row
 
 log = logging.getLogger("rlaif")
@@ -61,7 +61,7 @@ class Parts:
 def validate(cfg) -> None:
     """Cheap checks that fail before any model is loaded or any label is bought."""
     from rlaif.assets import resolve_model
-    from rlaif.startup import check_config, check_context, check_prompt_file
+    from rlaif.run.startup import check_config, check_context, check_prompt_file
 
     check_config(cfg)  # unknown keys in typed groups, secrets, ranges, trainer.report_to installed
     for group in ("generator", "acquisition", "oracle"):
@@ -115,10 +115,10 @@ def load_models(p: Parts) -> None:
     """Policy (+ reference), prompts, generator, learner, evaluator."""
     import torch
 
-    from rlaif.evaluation import Evaluator
-    from rlaif.gold import load_gold
-    from rlaif.policy import Policy
-    from rlaif.scoring import ReferenceScorer
+    from rlaif.run.evaluation import Evaluator
+    from rlaif.models.gold import load_gold
+    from rlaif.models.policy import Policy
+    from rlaif.models.scoring import ReferenceScorer
     from rlaif.tasks import load_prompts
     from rlaif.trainer.dpo import DPOLearner
 

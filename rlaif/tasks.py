@@ -55,7 +55,7 @@ def _imdb(cfg, tokenizer) -> PromptSet:
 
 
 def _jsonl(cfg, tokenizer) -> PromptSet:
-    from rlaif.startup import check_prompt_file
+    from rlaif.run.startup import check_prompt_file
 
     check_prompt_file(cfg)  # given, a file, UTF-8
     path = Path(cfg.path).expanduser()

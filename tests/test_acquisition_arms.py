@@ -26,9 +26,9 @@ from rlaif.acquisition.uncertainty import UncertaintyAcquisition
 from rlaif.assets import imdb_splits, tiny_dir
 from rlaif.config import PolicyConfig
 from rlaif.generator.hf import HFGenerator, HFGeneratorConfig
-from rlaif.policy import Policy
+from rlaif.models.policy import Policy
 from rlaif.registry import build
-from rlaif.scoring import ReferenceScorer
+from rlaif.models.scoring import ReferenceScorer
 from rlaif.trainer.dpo_config import DPOConfig
 from rlaif.types import Label, Outcome, Prompt, preference_row
 

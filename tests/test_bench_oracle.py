@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.bench_oracle import _needs_multirun
-from rlaif.ledger import Ledger
+from rlaif.labels.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYWORD_GOLD = "gold={_target_:rlaif.oracle.simulated.KeywordJudge}"  # the simulated judge's own base: noise-free

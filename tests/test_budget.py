@@ -9,9 +9,9 @@ from typing import Sequence
 
 import pytest
 
-from rlaif.budget import WAIT, Budget, BudgetError, check_prices
-from rlaif.ledger import Ledger
-from rlaif.labeling import Labeler
+from rlaif.labels.budget import WAIT, Budget, BudgetError, check_prices
+from rlaif.labels.ledger import Ledger
+from rlaif.labels.labeler import Labeler
 from rlaif.oracle.base import Oracle, OracleConfig, Spend
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rlaif import registry
-from rlaif.budget import BudgetError
+from rlaif.labels.budget import BudgetError
 from rlaif.config import register
 from rlaif.loop import validate
 from rlaif.tasks import TaskError

@@ -10,8 +10,8 @@ import pytest
 from rlaif.config import PolicyConfig
 from rlaif.generator.base import SamplingParams
 from rlaif.generator.hf import HFGenerator, HFGeneratorConfig
-from rlaif.policy import Policy
-from rlaif.scoring import sequence_logprobs
+from rlaif.models.policy import Policy
+from rlaif.models.scoring import sequence_logprobs
 from rlaif.trainer.dpo_config import DPOConfig
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt, preference_row
 

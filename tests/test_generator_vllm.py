@@ -26,8 +26,8 @@ from rlaif.config import PolicyConfig  # noqa: E402
 from rlaif.generator.base import SamplingParams  # noqa: E402
 from rlaif.generator.hf import HFGenerator, HFGeneratorConfig  # noqa: E402
 from rlaif.generator.vllm import VLLMGenerator, VLLMGeneratorConfig  # noqa: E402
-from rlaif.policy import Policy  # noqa: E402
-from rlaif.scoring import ReferenceScorer, sequence_logprobs  # noqa: E402
+from rlaif.models.policy import Policy  # noqa: E402
+from rlaif.models.scoring import ReferenceScorer, sequence_logprobs  # noqa: E402
 from rlaif.trainer.dpo_config import DPOConfig  # noqa: E402
 from rlaif.types import Pair, Prompt  # noqa: E402
 

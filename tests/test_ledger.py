@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from rlaif.ledger import ConfigChangedError, Ledger, LedgerError, reorient, request_key
+from rlaif.labels.ledger import ConfigChangedError, Ledger, LedgerError, reorient, request_key
 from rlaif.oracle.base import Spend
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 

@@ -60,10 +60,10 @@ def test_identity_names_model_and_template(judge):
 def test_reparse_leaves_its_labels_alone(judge, tmp_path, capsys):
     """Its verdicts are next-token probabilities, not text: ``rlaif reparse`` with its defaults keeps them
     (it used to read the stored "P(next=A)=..." line as an answer without a verdict: every label invalid)."""
-    from rlaif.budget import Budget
-    from rlaif.labeling import Labeler
-    from rlaif.ledger import Ledger
-    from rlaif.reparse import main as reparse_main
+    from rlaif.labels.budget import Budget
+    from rlaif.labels.labeler import Labeler
+    from rlaif.labels.ledger import Ledger
+    from rlaif.labels.reparse import main as reparse_main
 
     run = tmp_path / "run"
     ledger = Ledger(run / "ledger.sqlite")

@@ -15,9 +15,9 @@ import traceback
 
 import pytest
 
-from rlaif.budget import Budget
-from rlaif.labeling import Labeler
-from rlaif.ledger import Ledger
+from rlaif.labels.budget import Budget
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.ledger import Ledger
 from rlaif.oracle.base import OracleError
 from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle, RateLimiter
 from rlaif.oracle.server import ServerSettings, ServerThread, create_app, judge_state, pair_from_texts
@@ -404,7 +404,7 @@ def test_sigterm_mid_call_leaves_nothing_pending_and_the_labeler_usable(tmp_path
     import threading
 
     if loop == "asyncio":  # the Labeler's default is uvloop where installed
-        monkeypatch.setattr("rlaif.labeling._new_event_loop", asyncio.new_event_loop)
+        monkeypatch.setattr("rlaif.labels.labeler._new_event_loop", asyncio.new_event_loop)
     app = create_app(KeywordJudge(KeywordConfig(swap_p=0.0)), ServerSettings(latency_ms=300))
     old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

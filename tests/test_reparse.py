@@ -9,13 +9,13 @@ import sqlite3
 
 import pytest
 
-from rlaif.budget import Budget
-from rlaif.labeling import Labeler
-from rlaif.ledger import Ledger
+from rlaif.labels.budget import Budget
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.ledger import Ledger
 from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
 from rlaif.oracle.server import ServerSettings, ServerThread, create_app, judge_state, load_oracle, pair_from_texts
-from rlaif.reparse import main as reparse_main
-from rlaif.run_state import RunState
+from rlaif.labels.reparse import main as reparse_main
+from rlaif.run.state import RunState
 
 LAST_LETTER = '''
 def last_letter(text):

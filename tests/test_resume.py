@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.budget import Budget
-from rlaif.ledger import ConfigChangedError, Ledger
-from rlaif.labeling import Labeler
-from rlaif.reparse import main as reparse_main
-from rlaif.run_state import RunState, RunStateError, label_fingerprint, round_seed
+from rlaif.labels.budget import Budget
+from rlaif.labels.ledger import ConfigChangedError, Ledger
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.reparse import main as reparse_main
+from rlaif.run.state import RunState, RunStateError, label_fingerprint, round_seed
 from rlaif.types import Completion, Outcome, Pair, Prompt
 
 PY = sys.executable
@@ -240,7 +240,7 @@ def test_reparse_changes_labels_without_any_request(tmp_path, capsys):
 def label_run(run_dir, url, n, conc, max_labels, max_dollars) -> dict:
     """A small labelling job, as a run does it: resume-aware run state, ledger, budget, openai judge."""
     from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
-    from rlaif.run_state import atomic_write_text
+    from rlaif.run.state import atomic_write_text
     from rlaif.types import preference_row
 
     run_dir, n, conc, max_labels, max_dollars = Path(run_dir), int(n), int(conc), int(max_labels), float(max_dollars)

@@ -90,8 +90,8 @@ def test_a_refused_resume_leaves_the_runs_record_as_it_was(done_run, tmp_path):
 
 
 def test_a_run_directory_in_use_is_refused_before_its_record_is_touched(done_run, tmp_path):
-    from rlaif.ledger import Ledger
-    from rlaif.startup import _lock
+    from rlaif.labels.ledger import Ledger
+    from rlaif.run.startup import _lock
 
     run = copy_run(done_run, tmp_path / "run")
     before = snapshot(run)
@@ -139,7 +139,7 @@ def test_a_secret_on_the_command_line_is_refused_before_anything_is_written(over
 
 def test_what_looks_like_a_key():
     from rlaif.registry import ConfigError
-    from rlaif.startup import check_secret_value, looks_like_secret
+    from rlaif.run.startup import check_secret_value, looks_like_secret
 
     for v in (KEY, "sk-abc12345", "hf_AbCdEfGhIjKlMnOpQrStUvWx", "AIzaSyA1b2C3d4E5f6G7h8", "xai-0123456789abcdefgh",
               "a1B2c3D4e5F6g7H8i9J0k1L2"):

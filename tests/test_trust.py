@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlaif.budget import BudgetError, run_budgets
+from rlaif.labels.budget import BudgetError, run_budgets
 from rlaif.config import EvalConfig
-from rlaif.evaluation import Evaluator, winrate_text
-from rlaif.judge_health import JudgeHealth, JudgeHealthConfig, JudgeHealthError, verdict
-from rlaif.labeling import Labeler
-from rlaif.ledger import Ledger
+from rlaif.run.evaluation import Evaluator, winrate_text
+from rlaif.labels.judge_health import JudgeHealth, JudgeHealthConfig, JudgeHealthError, verdict
+from rlaif.labels.labeler import Labeler
+from rlaif.labels.ledger import Ledger
 from rlaif.oracle.simulated import SimulatedConfig, SimulatedOracle
 from rlaif.types import Completion, Prompt
 from tests.test_labeling import make_pairs

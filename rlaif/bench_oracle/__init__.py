@@ -52,7 +52,7 @@ def _gold_node(cfg):
     """The gold judge's config node, or None. ``auto``: the task's gold scorer as an oracle."""
     from omegaconf import OmegaConf
 
-    from rlaif.main import CONF_DIR
+    from rlaif.cli.run import CONF_DIR
 
     g = cfg.get("gold")
     if g is None or g == "none":
@@ -71,8 +71,8 @@ def _gold_node(cfg):
 
 
 def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float, str | None]:
-    from rlaif.labeling import Labeler
-    from rlaif.ledger import Ledger
+    from rlaif.labels.labeler import Labeler
+    from rlaif.labels.ledger import Ledger
 
     ledger = Ledger(ledger_path)
     labeler = Labeler(oracle, budget, ledger, progress=False)
@@ -119,8 +119,8 @@ def bench_judge(cfg, out: Path, name: str | None = None) -> dict:
     from rlaif import registry
     from rlaif.bench_oracle import leaderboard
     from rlaif.bench_oracle.measure import cost, quality
-    from rlaif.budget import Budget
-    from rlaif.main import redact
+    from rlaif.labels.budget import Budget
+    from rlaif.cli.run import redact
 
     out = Path(out)
     name = name or _judge_name(cfg)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from rlaif.config import register
-    from rlaif.main import CONF_DIR, _setup_env
+    from rlaif.cli.run import CONF_DIR, _setup_env
 
     _setup_env()
     register()

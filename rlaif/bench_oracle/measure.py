@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 
-from rlaif.evaluation import bootstrap_ci
-from rlaif.judge_health import JudgeHealthConfig, verdict
+from rlaif.run.evaluation import bootstrap_ci
+from rlaif.labels.judge_health import JudgeHealthConfig, verdict
 from rlaif.types import Label, Outcome
 
 

@@ -62,7 +62,7 @@ def policy_pairs(cfg, n: int) -> list[Pair]:
 
     from rlaif import registry
     from rlaif.generator.base import SamplingParams
-    from rlaif.policy import Policy
+    from rlaif.models.policy import Policy
     from rlaif.tasks import load_prompts
 
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -80,7 +80,7 @@ def policy_pairs(cfg, n: int) -> list[Pair]:
 
 def run_pairs(path: Path, n: int) -> list[Pair]:
     """Pairs from a run directory, its ledger or its preferences.jsonl (first ``n``, in labelling order)."""
-    from rlaif.ledger import Ledger
+    from rlaif.labels.ledger import Ledger
 
     ledger = path / "ledger.sqlite" if path.is_dir() else path if path.suffix == ".sqlite" else None
     if ledger is not None and ledger.exists():

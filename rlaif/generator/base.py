@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 from rlaif.types import Completion, Prompt
 
 if TYPE_CHECKING:
-    from rlaif.policy import Policy
+    from rlaif.models.policy import Policy
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlaif.generator.base import Generator, SamplingParams
-from rlaif.scoring import sequence_logprobs
+from rlaif.models.scoring import sequence_logprobs
 from rlaif.types import Completion, Prompt
 
 

@@ -357,7 +357,7 @@ class VLLMGenerator(Generator):
         return out  # type: ignore[return-value]
 
     def _score_hf(self, completions: Sequence[Completion]) -> list[list[float]]:
-        from rlaif.scoring import sequence_logprobs
+        from rlaif.models.scoring import sequence_logprobs
 
         with self.policy.current() as model:
             return sequence_logprobs(model, [(c.prompt.token_ids, c.token_ids) for c in completions],

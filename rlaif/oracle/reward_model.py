@@ -47,7 +47,7 @@ class RewardModelOracle(Oracle):
     def _load(self):
         if self._scorer is None:
             if self.cfg.model == "imdb_sentiment":
-                from rlaif.gold import load_gold
+                from rlaif.models.gold import load_gold
 
                 self._scorer = load_gold("imdb_sentiment").score
             else:

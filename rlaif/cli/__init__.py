@@ -14,12 +14,12 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": ("rlaif.main", "main"),
+    "run": ("rlaif.cli.run", "main"),
     "serve-judge": ("rlaif.oracle.server", "main"),
-    "reparse": ("rlaif.reparse", "main"),
+    "reparse": ("rlaif.labels.reparse", "main"),
     "report": ("rlaif.report", "main"),
     "bench-oracle": ("rlaif.bench_oracle", "main"),
-    "prepare": ("rlaif.prepare", "main"),
+    "prepare": ("rlaif.cli.prepare", "main"),
 }
 
 

@@ -7,7 +7,7 @@ import logging
 
 def main(argv: list[str] | None = None) -> int:
     from rlaif.assets import smollm2_dir, tiny_dir
-    from rlaif.gold import load_gold
+    from rlaif.models.gold import load_gold
 
     logging.basicConfig(level=logging.INFO, format="[rlaif] %(message)s")
     print(f"policy  SmolLM2-135M-Instruct -> {smollm2_dir()}")

@@ -9,7 +9,7 @@ The ``labels`` limit counts every label acquired for training (ledger hits too);
 count only what was paid (plus the worst case of requests lost in flight).
 Duplicate requests in one call are asked once. Evaluation labels (``purpose="eval"``) are paid for
 in dollars and tokens but do not count against ``labels``; they are charged to ``eval_budget``
-(the evaluation's own cap, see :func:`rlaif.budget.run_budgets`) -- by default the same budget.
+(the evaluation's own cap, see :func:`rlaif.labels.budget.run_budgets`) -- by default the same budget.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from rlaif.budget import WAIT, Budget, check_prices
-from rlaif.judge_health import JudgeHealth
-from rlaif.ledger import Ledger, LedgerError, identity_digest, reorient, request_key
+from rlaif.labels.budget import WAIT, Budget, check_prices
+from rlaif.labels.judge_health import JudgeHealth
+from rlaif.labels.ledger import Ledger, LedgerError, identity_digest, reorient, request_key
 from rlaif.oracle.base import Oracle, Spend
 from rlaif.types import Label, Outcome, Pair
 

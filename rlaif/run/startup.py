@@ -327,7 +327,7 @@ def _lock(run_dir: Path) -> RunDir:
 
 def _ledger_free(run_dir: Path) -> None:
     """Another process (an older rlaif, ``rlaif reparse``) holding the run's ledger: refuse now."""
-    from rlaif.ledger import LedgerError
+    from rlaif.labels.ledger import LedgerError
 
     lockpath = run_dir / "ledger.sqlite.lock"
     if not lockpath.exists():
@@ -370,7 +370,7 @@ def open_run_dir(cfg: Any, hydra_output_dir: str | None) -> RunDir:
     from omegaconf import OmegaConf
 
     from rlaif import registry
-    from rlaif.run_state import RunState, RunStateError, label_fingerprint
+    from rlaif.run.state import RunState, RunStateError, label_fingerprint
 
     if cfg.resume:
         run_dir = Path(str(cfg.resume)).expanduser()
@@ -403,7 +403,7 @@ def write_hydra_record(hydra_cfg: Any, task_cfg: dict) -> None:
     does not), written here after the start-up checks, with secrets redacted."""
     from omegaconf import OmegaConf
 
-    from rlaif.run_state import atomic_write_text
+    from rlaif.run.state import atomic_write_text
 
     out = Path(hydra_cfg.runtime.output_dir) / ".hydra"
     overrides = [redact_override(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]

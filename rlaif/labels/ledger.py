@@ -392,7 +392,7 @@ class Ledger:
         Raises :class:`ConfigChangedError` naming each changed key. ``allow_changed=True``
         replaces the recorded fingerprint instead (the user takes responsibility).
         """
-        from rlaif.run_state import diff_fingerprints  # local: run_state imports nothing from here
+        from rlaif.run.state import diff_fingerprints  # local: run_state imports nothing from here
 
         old = self.meta().get("config_fingerprint")
         if old is not None and not allow_changed:

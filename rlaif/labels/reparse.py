@@ -36,9 +36,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rlaif.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.labels.ledger import Ledger, LedgerError, reorient, request_key
 from rlaif.oracle.parsing import NOT_AN_ANSWER, cut_off, split_finish_reasons
-from rlaif.run_state import RunState, atomic_write_text
+from rlaif.run.state import RunState, atomic_write_text
 from rlaif.types import Label, Outcome, Pair, preference_row
 
 DEFAULT_PARSER = "rlaif.oracle.parsing:parse_verdict"

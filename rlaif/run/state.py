@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from rlaif.ledger import ConfigChangedError, canonical
+from rlaif.labels.ledger import ConfigChangedError, canonical
 from rlaif.types import Pair
 
 STATE_VERSION = 1
@@ -205,7 +205,7 @@ class RunState:
 
         Also records / checks it in ``ledger``'s meta. Returns True when this is a resume (the run
         state or the ledger had a fingerprint already).
-        Raises :class:`~rlaif.ledger.ConfigChangedError` listing each changed key.
+        Raises :class:`~rlaif.labels.ledger.ConfigChangedError` listing each changed key.
         """
         fingerprint = json.loads(canonical(fingerprint))
         old = self.data.get("config_fingerprint")

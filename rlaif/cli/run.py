@@ -14,7 +14,7 @@ import sys
 from rlaif.paths import CONF_DIR as _CONF
 
 CONF_DIR = str(_CONF)
-from rlaif.startup import SECRET_WORDS  # one list of secret-looking key names
+from rlaif.run.startup import SECRET_WORDS  # one list of secret-looking key names
 
 
 def _setup_env() -> None:
@@ -36,7 +36,7 @@ def redact(obj):
 
 
 def _print_summary(s: dict) -> None:
-    from rlaif.evaluation import winrate_text
+    from rlaif.run.evaluation import winrate_text
 
     spend, ev = s["spend"], s.get("eval_spend") or {}
     print("\n" + "=" * 72)
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int | None:
     def app(cfg) -> float | None:
         from rlaif.errors import user_error_message
         from rlaif.loop import run, validate
-        from rlaif.run_state import atomic_write_text
-        from rlaif.startup import open_run_dir, write_hydra_record
+        from rlaif.run.state import atomic_write_text
+        from rlaif.run.startup import open_run_dir, write_hydra_record
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
         held = None
