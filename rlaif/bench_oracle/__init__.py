@@ -52,7 +52,7 @@ def _gold_node(cfg):
     """The gold judge's config node, or None. ``auto``: the task's gold scorer as an oracle."""
     from omegaconf import OmegaConf
 
-    from rlaif.cli.run import CONF_DIR
+    from rlaif.cli.common import CONF_DIR
 
     g = cfg.get("gold")
     if g is None or g == "none":
@@ -120,7 +120,7 @@ def bench_judge(cfg, out: Path, name: str | None = None) -> dict:
     from rlaif.bench_oracle import leaderboard
     from rlaif.bench_oracle.measure import cost, quality
     from rlaif.labels.budget import Budget
-    from rlaif.cli.run import redact
+    from rlaif.cli.common import redact
 
     out = Path(out)
     name = name or _judge_name(cfg)
@@ -177,15 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     import hydra
     from omegaconf import OmegaConf
 
+    from rlaif.cli.common import CONF_DIR, run_hydra, setup_env
     from rlaif.config import register
-    from rlaif.cli.run import CONF_DIR, _setup_env
 
-    _setup_env()
+    setup_env()
     register()
     args = list(sys.argv[1:] if argv is None else argv)
     if _needs_multirun(args) and not {"-m", "--multirun"} & set(args):
         args = ["-m"] + args
-    sys.argv = [sys.argv[0] if sys.argv else "rlaif bench-oracle"] + args
 
     @hydra.main(config_path=CONF_DIR, config_name="bench_oracle", version_base=None)
     def app(cfg) -> float | None:
@@ -205,8 +204,4 @@ def main(argv: list[str] | None = None) -> int:
         OmegaConf.set_readonly(cfg, False)
         return res.get("gold_agreement")
 
-    try:
-        app()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (2 if e.code else 0)
-    return 0
+    return run_hydra(app, "rlaif bench-oracle", args, "bench_oracle")

@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
 import sys
 
-from rlaif.paths import CONF_DIR as _CONF
-
-CONF_DIR = str(_CONF)
-from rlaif.run.startup import SECRET_WORDS  # one list of secret-looking key names
+from rlaif.cli.common import CONF_DIR, run_hydra, setup_env
 
 
-def _setup_env() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-
-
-def redact(obj):
-    """Drop any literal secret from a config before it is saved (keys are read from the env)."""
-    if isinstance(obj, dict):
-        return {k: ("<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) and not str(k).endswith("_env")
-                    and v not in (None, "") else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
-
-
-def _print_summary(s: dict) -> None:
+def print_summary(s: dict) -> None:
     from rlaif.run.evaluation import winrate_text
 
     spend, ev = s["spend"], s.get("eval_spend") or {}
@@ -57,56 +36,57 @@ def _print_summary(s: dict) -> None:
     print("=" * 72)
 
 
-def main(argv: list[str] | None = None) -> int | None:
-    import hydra
+def start_and_run(cfg) -> dict:
+    """Check the config, claim the run directory, save the (redacted) config, run the loop."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from rlaif.cli.common import redact
+    from rlaif.errors import user_error_message
+    from rlaif.loop import run, validate
+    from rlaif.run.state import atomic_write_text
+    from rlaif.run.startup import open_run_dir, write_hydra_record
+
+    held = None
+    try:
+        # check first, write after: a refused start leaves the run's config.json, config.yaml and
+        # .hydra/ as they were (Hydra's own .hydra/ writing is off: hydra.output_subdir=null)
+        validate(cfg)
+        hydra_cfg = HydraConfig.get()
+        held = open_run_dir(cfg, hydra_cfg.runtime.output_dir)  # exists, writable, not in use, config unchanged
+        run_dir = held.path
+        plain = redact(OmegaConf.to_container(cfg, resolve=True))
+        atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2, default=str))
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain)))
+        if hydra_cfg.output_subdir is None:
+            write_hydra_record(hydra_cfg, plain)
+        return run(cfg, run_dir)
+    except Exception as e:  # one clear line for the errors users cause; full trace otherwise
+        msg = user_error_message(e, held.path if held is not None else None)
+        if msg is None:
+            raise
+        print(f"rlaif: error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if held is not None:
+            held.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import hydra
+
     from rlaif.config import register
 
-    _setup_env()
+    setup_env()
     register()
     # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so the vLLM engine processes are shut down
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
     def app(cfg) -> float | None:
-        from rlaif.errors import user_error_message
-        from rlaif.loop import run, validate
-        from rlaif.run.state import atomic_write_text
-        from rlaif.run.startup import open_run_dir, write_hydra_record
-
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        held = None
-        try:
-            # check first, write after: a refused start leaves the run's config.json, config.yaml and
-            # .hydra/ as they were (Hydra's own .hydra/ writing is off: hydra.output_subdir=null)
-            validate(cfg)
-            hydra_cfg = HydraConfig.get()
-            held = open_run_dir(cfg, hydra_cfg.runtime.output_dir)  # exists, writable, not in use, config unchanged
-            run_dir = held.path
-            plain = redact(OmegaConf.to_container(cfg, resolve=True))
-            atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2, default=str))
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain)))
-            if hydra_cfg.output_subdir is None:
-                write_hydra_record(hydra_cfg, plain)
-            summary = run(cfg, run_dir)
-        except Exception as e:  # one clear line for the errors users cause; full trace otherwise
-            msg = user_error_message(e, held.path if held is not None else None)
-            if msg is None:
-                raise
-            print(f"rlaif: error: {msg}", file=sys.stderr)
-            raise SystemExit(2) from None
-        finally:
-            if held is not None:
-                held.release()
-        _print_summary(summary)
+        summary = start_and_run(cfg)
+        print_summary(summary)
         return summary.get("gold_winrate")
 
-    try:
-        app()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (2 if e.code else 0)
-    return 0
+    return run_hydra(app, "rlaif run", list(sys.argv[1:] if argv is None else argv), "config")

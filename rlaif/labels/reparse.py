@@ -1,11 +1,11 @@
-"""``rlaif reparse RUN_DIR [key=value ...]``: re-read stored judge answers with a new or fixed parser.
+"""``rlaif reparse RUN_DIR [--option value | key=value ...]``: re-read stored judge answers with a new or fixed parser.
 
 No judge is called and nothing is paid: every ledger row keeps the judge's raw answer, so a parser
 bug (or a better parser) can be applied after the fact. Changed rows are updated in the ledger (the
 old outcome is kept in its ``reparses`` table), ``preferences.jsonl`` is rewritten, and what
 changed is printed.
 
-Options (``key=value``, Hydra-style; ``--key value`` works too):
+Options (``--key value``, or ``key=value`` as in Hydra overrides; ``--dry-run`` is a flag):
 
 ``parser=MODULE:FUNC``  the parser (default ``rlaif.oracle.parsing:parse_verdict``; a ``FILE.py:FUNC``
                         path works too). It gets the raw answer text and returns a ``Verdict``, an
@@ -27,6 +27,7 @@ before. The default parser on an unchanged ledger changes nothing.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import importlib
 import importlib.util
@@ -186,26 +187,46 @@ def write_preferences(ledger: Ledger, run_dir: Path, output: Path) -> int:
     return len(rows)
 
 
+OPTIONS = ("parser", "kinds", "ledger", "output", "dry_run", "show")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    intro, rest = __doc__.split("\n\n", 1)
+    ap = argparse.ArgumentParser(prog="rlaif reparse", description=intro, epilog=rest,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
+    ap.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="any option below as key=value (parser=..., dry_run=true, show=5)")
+    ap.add_argument("--parser", default=DEFAULT_PARSER, help="MODULE:FUNC or FILE.py:FUNC (default: %(default)s)")
+    ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="judge kinds to re-parse (default: %(default)s)")
+    ap.add_argument("--ledger", default=None, help="the ledger (default: RUN_DIR/ledger.sqlite)")
+    ap.add_argument("--output", default=None, help="the preference file (default: RUN_DIR/preferences.jsonl)")
+    ap.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_const", const="true", default="false",
+                    help="print what would change, write nothing")
+    ap.add_argument("--show", default="20", metavar="N", help="changed rows listed (default: %(default)s)")
+    return ap
+
+
 def _parse_args(argv: list[str]) -> tuple[Path, dict]:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0 if argv else 2)
-    run_dir, opts, rest = Path(argv[0]), {}, list(argv[1:])
-    while rest:
-        a = rest.pop(0)
-        if a.startswith("--"):
-            k, eq, v = a[2:].partition("=")
-            if not eq:
-                v = rest.pop(0) if rest and not rest[0].startswith("--") and "=" not in rest[0] else "true"
-        else:
-            k, eq, v = a.partition("=")
-            if not eq:
-                raise ReparseError(f"unexpected argument {a!r}: options are key=value (see rlaif reparse --help)")
+    """RUN_DIR and :func:`reparse`'s keyword arguments; ``key=value`` words override the ``--options``."""
+    ap = build_parser()
+    a = ap.parse_intermixed_args(argv)
+    o = {k: getattr(a, k) for k in OPTIONS}
+    for word in a.overrides:
+        k, eq, v = word.partition("=")
         k = k.replace("-", "_").removeprefix("oracle.")
-        if k not in ("parser", "kinds", "ledger", "output", "dry_run", "show"):
-            raise ReparseError(f"unknown option {k!r}; known: parser, kinds, ledger, output, dry_run, show")
-        opts[k] = v
-    return run_dir, opts
+        if not eq:
+            ap.error(f"unexpected argument {word!r}: options are key=value or --key value")
+        if k not in OPTIONS:
+            ap.error(f"unknown option {k!r}; known: {', '.join(OPTIONS)}")
+        o[k] = v
+    try:
+        show = int(o["show"])
+    except ValueError:
+        ap.error(f"show={o['show']!r}: expected a whole number")
+    return a.run_dir, {"parser": o["parser"], "kinds": tuple(k for k in o["kinds"].split(",") if k),
+                       "ledger_path": o["ledger"], "output": o["output"],
+                       "dry_run": o["dry_run"].lower() in ("1", "true", "yes"), "show": show}
 
 
 def reparse(run_dir: str | Path, parser: str = DEFAULT_PARSER, kinds: tuple[str, ...] = DEFAULT_KINDS,
@@ -266,12 +287,9 @@ def reparse(run_dir: str | Path, parser: str = DEFAULT_PARSER, kinds: tuple[str,
 
 
 def main(argv: list[str]) -> int:
+    run_dir, options = _parse_args(argv)
     try:
-        run_dir, o = _parse_args(argv)
-        kinds = tuple(k for k in o.get("kinds", ",".join(DEFAULT_KINDS)).split(",") if k)
-        reparse(run_dir, parser=o.get("parser", DEFAULT_PARSER), kinds=kinds, ledger_path=o.get("ledger"),
-                output=o.get("output"), dry_run=o.get("dry_run", "false").lower() in ("1", "true", "yes"),
-                show=int(o.get("show", 20)))
+        reparse(run_dir, **options)
     except (ReparseError, LedgerError) as e:
         print(f"rlaif reparse: {e}", file=sys.stderr)
         return 2

@@ -230,19 +230,40 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
     state = JudgeState(settings=s, oracle=oracle)
     app = FastAPI(title="rlaif judge server", docs_url=None, redoc_url=None)
     app.state.judge = state
+    _add_admin_routes(app, state)
 
-    def unauthorized(request: Request) -> JSONResponse | None:
-        if s.api_key is None:
-            return None
-        got = request.headers.get("authorization", "")
-        if got != f"Bearer {s.api_key}":
-            given = got.removeprefix("Bearer ")
-            return _error(401, f"Incorrect API key provided: {given}.", "invalid_request_error", "invalid_api_key")
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        t0 = time.monotonic()
+        with state.lock:
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            return await answer(state, request, t0)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    return _KeepTransport(app)
+
+
+def _unauthorized(request: Request, s: ServerSettings) -> JSONResponse | None:
+    if s.api_key is None:
         return None
+    got = request.headers.get("authorization", "")
+    if got != f"Bearer {s.api_key}":
+        given = got.removeprefix("Bearer ")
+        return _error(401, f"Incorrect API key provided: {given}.", "invalid_request_error", "invalid_api_key")
+    return None
+
+
+def _add_admin_routes(app: FastAPI, state: JudgeState) -> None:
+    """``GET /v1/models``, ``GET /stats``, ``POST /admin/faults``, ``POST /admin/reset``."""
+    s = state.settings
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:
-        if (r := unauthorized(request)) is not None:
+        if (r := _unauthorized(request, s)) is not None:
             return r
         return {"object": "list", "data": [{"id": s.model_name, "object": "model", "created": 0, "owned_by": "rlaif"}]}
 
@@ -264,111 +285,139 @@ def create_app(oracle: Oracle, settings: ServerSettings | None = None) -> Any:
         state.reset()
         return {"ok": True}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
-        t0 = time.monotonic()
-        with state.lock:
-            state.in_flight += 1
-            state.max_in_flight = max(state.max_in_flight, state.in_flight)
-        try:
-            return await answer(request, t0)
-        finally:
-            with state.lock:
-                state.in_flight -= 1
 
-    async def answer(request: Request, t0: float) -> Any:
-        t_arrival = t0 - state.started
-        with state.lock:
-            state.requests += 1
-        if (r := unauthorized(request)) is not None:
-            state.record({"t": t_arrival, "fault": "auth", "status": 401})
-            return r
-        body = await request.json()
-        if body.get("model") != s.model_name:
-            state.record({"t": t_arrival, "fault": "model", "status": 404})
-            return _error(404, f"The model `{body.get('model')}` does not exist.", "invalid_request_error",
-                          "model_not_found")
-        users = [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"]
-        content = users[-1] if users and isinstance(users[-1], str) else ""
-        fault = state.choose_fault(request.headers.get("x-fault"), content)
-        kind, _, arg = fault.partition(":")
-        with state.lock:
-            state.by_fault[kind] += 1
-        entry = {"t": t_arrival, "fault": fault}
-        try:
-            prompt, a, b = templates.extract(content)
-        except templates.TemplateError as e:
-            state.record({**entry, "status": 400})
-            return _error(400, str(e), "invalid_request_error")
-        key = hashlib.sha256(f"{prompt}\x1f{a}\x1f{b}".encode()).hexdigest()[:24]
-        entry["key"] = key
+@dataclass
+class ChatRequest:
+    """One chat request, read: its body, the user message, the fault it gets and the pair it shows."""
 
-        if kind == "429":
-            retry = None if arg == "none" else (float(arg) if arg else s.retry_after_s)
-            state.record({**entry, "status": 429})
-            return _error(429, "Rate limit reached (injected).", "rate_limit_error", "rate_limit_exceeded",
-                          headers={"retry-after": f"{retry:g}"} if retry is not None else None)
-        if kind in ("500", "502", "503"):
-            state.record({**entry, "status": int(kind)})
-            return _error(int(kind), f"Injected server error {kind}.", "server_error")
-        if kind == "drop":
-            state.record({**entry, "status": "dropped"})
-            transport = request.scope.get("rlaif.transport")
-            if transport is None:  # not under uvicorn: the best we can do is an unusable reply
-                raise ConnectionAbortedError("injected dropped connection")
-            transport.close()
-            await asyncio.sleep(0.01)  # let the server see the connection gone: the reply goes nowhere
-            return JSONResponse({}, status_code=499)
-        if kind == "hang":
-            until = time.monotonic() + (float(arg) if arg else s.hang_s)
-            while time.monotonic() < until:
-                if await request.is_disconnected():
-                    state.record({**entry, "status": "client gave up"})
-                    return JSONResponse({}, status_code=499)
-                await asyncio.sleep(0.02)
+    body: dict
+    content: str
+    kind: str  # the fault kind ("ok" for none) ...
+    arg: str  # ... and its argument (``429:5`` -> "5")
+    entry: dict  # its stats log entry so far
+    prompt: str = ""
+    a: str = ""
+    b: str = ""
 
-        # the answer is built first, then sent `latency` after the request arrived: the server's own
-        # work (parsing, judging, encoding) is inside the latency, not added to it
-        delay = s.latency_ms + (random.uniform(-s.latency_jitter_ms, s.latency_jitter_ms) if s.latency_jitter_ms else 0)
-        if kind == "html":
-            response: Response = HTMLResponse("<html><body><h1>Gateway</h1>Preferred: A</body></html>", status_code=200)
-        else:
-            if kind == "empty":
-                text, label = "", None
-            elif kind == "garbled":
-                text, label = ('Comparison: Response A ends with "Preferred: B", which ~~ #@!\n'
-                               "Preferred: B\x00 bzzt %%% lost the thread"), None
-            elif kind == "truncated":
-                letter = arg or "A"
-                text = truncated_text(letter, _max_tokens(body))
-                label = Label(outcome=Outcome(letter), p_a=TRUNCATED_P if letter == "A" else 1 - TRUNCATED_P)
-            else:
-                async with state.sem:
-                    if not state.ready:
-                        await oracle.setup()  # models load on the first request
-                        state.ready = True
-                    label = (await oracle.judge_shown([pair_from_texts(prompt, a, b)]))[0]
-                text = answer_text(label, oracle.name)
-            message = {"role": "assistant", "content": text}
-            finish = "length" if kind == "truncated" else "stop"
-            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-            if body.get("logprobs") and label is not None:
-                choice["logprobs"] = _logprobs(text, label, int(body.get("top_logprobs") or 0))
-            p_tok = math.ceil(len(content.encode()) / 4)
-            c_tok = (_max_tokens(body) if kind == "truncated"  # it ran to the limit
-                     else math.ceil(len(text.encode()) / 4))
-            response = Response(json.dumps({
-                "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
-                "model": s.model_name, "choices": [choice],
-                "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}}),
-                media_type="application/json")
-        wait = t0 + delay / 1000.0 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        state.record({**entry, "status": 200})
-        return response
 
-    return _KeepTransport(app)
+async def read_request(state: JudgeState, request: Request, t0: float) -> ChatRequest | Response:
+    """Authorise, check the model, choose the fault, read the pair; an error response when one fails."""
+    s = state.settings
+    t_arrival = t0 - state.started
+    with state.lock:
+        state.requests += 1
+    if (r := _unauthorized(request, s)) is not None:
+        state.record({"t": t_arrival, "fault": "auth", "status": 401})
+        return r
+    body = await request.json()
+    if body.get("model") != s.model_name:
+        state.record({"t": t_arrival, "fault": "model", "status": 404})
+        return _error(404, f"The model `{body.get('model')}` does not exist.", "invalid_request_error",
+                      "model_not_found")
+    users = [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"]
+    content = users[-1] if users and isinstance(users[-1], str) else ""
+    fault = state.choose_fault(request.headers.get("x-fault"), content)
+    kind, _, arg = fault.partition(":")
+    with state.lock:
+        state.by_fault[kind] += 1
+    entry = {"t": t_arrival, "fault": fault}
+    try:
+        prompt, a, b = templates.extract(content)
+    except templates.TemplateError as e:
+        state.record({**entry, "status": 400})
+        return _error(400, str(e), "invalid_request_error")
+    entry["key"] = hashlib.sha256(f"{prompt}\x1f{a}\x1f{b}".encode()).hexdigest()[:24]
+    return ChatRequest(body, content, kind, arg, entry, prompt, a, b)
+
+
+async def fault_response(state: JudgeState, req: ChatRequest, request: Request) -> Response | None:
+    """The reply of a fault that is not an answer (429, 5xx, drop, a hang the client gave up on), or None."""
+    s, kind, arg, entry = state.settings, req.kind, req.arg, req.entry
+    if kind == "429":
+        retry = None if arg == "none" else (float(arg) if arg else s.retry_after_s)
+        state.record({**entry, "status": 429})
+        return _error(429, "Rate limit reached (injected).", "rate_limit_error", "rate_limit_exceeded",
+                      headers={"retry-after": f"{retry:g}"} if retry is not None else None)
+    if kind in ("500", "502", "503"):
+        state.record({**entry, "status": int(kind)})
+        return _error(int(kind), f"Injected server error {kind}.", "server_error")
+    if kind == "drop":
+        state.record({**entry, "status": "dropped"})
+        transport = request.scope.get("rlaif.transport")
+        if transport is None:  # not under uvicorn: the best we can do is an unusable reply
+            raise ConnectionAbortedError("injected dropped connection")
+        transport.close()
+        await asyncio.sleep(0.01)  # let the server see the connection gone: the reply goes nowhere
+        return JSONResponse({}, status_code=499)
+    if kind == "hang":
+        until = time.monotonic() + (float(arg) if arg else s.hang_s)
+        while time.monotonic() < until:
+            if await request.is_disconnected():
+                state.record({**entry, "status": "client gave up"})
+                return JSONResponse({}, status_code=499)
+            await asyncio.sleep(0.02)
+    return None
+
+
+async def judge(state: JudgeState, req: ChatRequest) -> tuple[str, Label | None]:
+    """The answer text and the label behind it: the oracle's, or the one the fault fakes."""
+    if req.kind == "empty":
+        return "", None
+    if req.kind == "garbled":
+        return ('Comparison: Response A ends with "Preferred: B", which ~~ #@!\n'
+                "Preferred: B\x00 bzzt %%% lost the thread"), None
+    if req.kind == "truncated":
+        letter = req.arg or "A"
+        text = truncated_text(letter, _max_tokens(req.body))
+        return text, Label(outcome=Outcome(letter), p_a=TRUNCATED_P if letter == "A" else 1 - TRUNCATED_P)
+    oracle = state.oracle
+    async with state.sem:
+        if not state.ready:
+            await oracle.setup()  # models load on the first request
+            state.ready = True
+        label = (await oracle.judge_shown([pair_from_texts(req.prompt, req.a, req.b)]))[0]
+    return answer_text(label, oracle.name), label
+
+
+def completion_response(req: ChatRequest, text: str, label: Label | None, model_name: str) -> Response:
+    """The chat completion JSON: the answer, its finish reason, log-probs when asked, usage."""
+    body, kind = req.body, req.kind
+    message = {"role": "assistant", "content": text}
+    finish = "length" if kind == "truncated" else "stop"
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    if body.get("logprobs") and label is not None:
+        choice["logprobs"] = _logprobs(text, label, int(body.get("top_logprobs") or 0))
+    p_tok = math.ceil(len(req.content.encode()) / 4)
+    c_tok = (_max_tokens(body) if kind == "truncated"  # it ran to the limit
+             else math.ceil(len(text.encode()) / 4))
+    return Response(json.dumps({
+        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
+        "model": model_name, "choices": [choice],
+        "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}}),
+        media_type="application/json")
+
+
+async def answer(state: JudgeState, request: Request, t0: float) -> Response:
+    """``POST /v1/chat/completions`` for a request that arrived at ``t0``."""
+    req = await read_request(state, request, t0)
+    if isinstance(req, Response):
+        return req
+    if (r := await fault_response(state, req, request)) is not None:
+        return r
+    # the answer is built first, then sent `latency` after the request arrived: the server's own
+    # work (parsing, judging, encoding) is inside the latency, not added to it
+    s = state.settings
+    delay = s.latency_ms + (random.uniform(-s.latency_jitter_ms, s.latency_jitter_ms) if s.latency_jitter_ms else 0)
+    if req.kind == "html":
+        response: Response = HTMLResponse("<html><body><h1>Gateway</h1>Preferred: A</body></html>", status_code=200)
+    else:
+        text, label = await judge(state, req)
+        response = completion_response(req, text, label, s.model_name)
+    wait = t0 + delay / 1000.0 - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    state.record({**req.entry, "status": 200})
+    return response
 
 
 def judge_state(app: Any) -> JudgeState:
@@ -428,8 +477,9 @@ def load_oracle(spec: str, rubric: str | None = None) -> Oracle:
     return build(OmegaConf.load(path), f"oracle ({path})", task=task)
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rlaif serve-judge", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rlaif serve-judge", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--oracle", default="keyword", help="keyword | simulated | reward_model | local_llm | PATH.yaml")
     ap.add_argument("--rubric", default=None, help="task rubric for oracles that render their own prompt")
     ap.add_argument("--host", default="127.0.0.1")
@@ -444,6 +494,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seeds the fault draws")
     ap.add_argument("--api-key-env", default=None, help="require Authorization: Bearer $NAME")
     ap.add_argument("--log-level", default="warning")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    ap = build_parser()
     a = ap.parse_args(argv)
     key = None
     if a.api_key_env:

@@ -37,31 +37,50 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def build_report(paths: list[str | Path], out: str | Path | None = None, reference: str = "random",
                  n_boot: int = 2000, seed: int = 0) -> dict:
     """Write the report; returns what it computed (``runs``, ``points``, ``efficiency``, ``figures``, ``out``)."""
-    from rlaif.report import plots
-    from rlaif.report.characteristics import by_arm, run_figures
+    from rlaif.report.characteristics import by_arm
     from rlaif.report.curves import aggregate
-    from rlaif.report.efficiency import label_efficiency
     from rlaif.report.markdown import render
     from rlaif.report.paired import paired_differences, paired_section
 
     runs: list[Run] = load_runs(paths)
     out = Path(out) if out else Path(paths[0]).expanduser() / "report"
     out.mkdir(parents=True, exist_ok=True)
+    points = {m: aggregate(runs, m) for m in ("gold_winrate", "oracle_winrate", "gold_reward")}
+    eff_metric = "gold_winrate" if points["gold_winrate"] else "oracle_winrate"
+    effs = _label_efficiency(runs, eff_metric, reference, n_boot, seed)
+    notes = _notes(runs, points, effs, eff_metric, reference)
+    diffs = paired_differences(runs, reference, eff_metric) if reference in {r.arm for r in runs} else []
+    figs = by_arm(runs)
+    images, spend_key = _write_figures(runs, points, effs, out)
+    _write_tables(runs, points, effs, diffs, eff_metric, out)
+    md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes,
+                paired_section(diffs, reference, eff_metric) if diffs else [], out=out)
+    (out / "report.md").write_text(md)
+    return {"runs": runs, "points": points, "efficiency": effs, "figures": figs, "out": out,
+            "metric": eff_metric, "paired": diffs}
+
+
+def _label_efficiency(runs: list[Run], metric: str, reference: str, n_boot: int, seed: int):
+    """Each arm's labels to reach the reference arm's final ``metric``; None without reference runs."""
+    from rlaif.report.efficiency import label_efficiency
+
+    curves = {}
+    for r in runs:
+        xs, ys = r.series(metric)
+        if xs:
+            curves.setdefault(r.arm, {})[r.seed] = (xs, ys)
+    return label_efficiency(curves, reference, n_boot, seed) if reference in curves else None
+
+
+def _notes(runs: list[Run], points: dict, effs, eff_metric: str, reference: str) -> list[str]:
+    """The report's warnings: unfinished runs, no gold scorer, no reference runs, a reference at chance."""
     notes = []
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         notes += [f"> **Note:** {len(unfinished)} run(s) have not finished (no summary.json); their curves stop "
                   f"at their last evaluated round: " + ", ".join(f"{r.arm}/s{r.seed}" for r in unfinished), ""]
-    points = {m: aggregate(runs, m) for m in ("gold_winrate", "oracle_winrate", "gold_reward")}
-    eff_metric = "gold_winrate" if points["gold_winrate"] else "oracle_winrate"
     if eff_metric != "gold_winrate":
         notes += ["> **Note:** no gold scorer in these runs: label efficiency uses the oracle's win-rate.", ""]
-    curves = {}
-    for r in runs:
-        xs, ys = r.series(eff_metric)
-        if xs:
-            curves.setdefault(r.arm, {})[r.seed] = (xs, ys)
-    effs = label_efficiency(curves, reference, n_boot, seed) if reference in curves else None
     if reference not in {r.arm for r in runs}:
         notes += [f"> **Note:** no {reference!r} runs: label efficiency needs the reference arm "
                   f"(pass --reference ARM to compare against another).", ""]
@@ -73,23 +92,29 @@ def build_report(paths: list[str | Path], out: str | Path | None = None, referen
                       f"({100 * last.mean:.1f}%, 95% interval {100 * last.lo:.1f}-{100 * last.hi:.1f}) does not "
                       f"clear 50%: it has not beaten the reference, so the label-efficiency target is noise and the "
                       f"ratios below say nothing about the arms. Give the runs more labels (or seeds).", ""]
-    diffs = paired_differences(runs, reference, eff_metric) if reference in {r.arm for r in runs} else []
-    figs = by_arm(runs)
+    return notes
+
+
+def _write_figures(runs: list[Run], points: dict, effs, out: Path) -> tuple[dict[str, str], str]:
+    """The three PNGs; returns their file names and the spend unit the spend curves used."""
+    from rlaif.report import plots
+
     images = {"learning": "learning_curves.png", "spend": "spend_curves.png", "characteristics": "acquired_data.png"}
     plots.learning_curves(points, out / images["learning"], effs[0].target if effs else None)
     _, spend_key = plots.spend_curves(runs, out / images["spend"])
     plots.characteristics(runs, out / images["characteristics"])
+    return images, spend_key
+
+
+def _write_tables(runs: list[Run], points: dict, effs, diffs, eff_metric: str, out: Path) -> None:
+    from rlaif.report.characteristics import run_figures
+
     _write_csv(out / "curves.csv", [asdict(p) for m in points.values() for p in m])
     _write_csv(out / "efficiency.csv", [{**asdict(e), "metric": eff_metric} for e in (effs or [])])
     _write_csv(out / "runs.csv", [{"arm": r.arm, "seed": r.seed, "path": str(r.path), **run_figures(r)} for r in runs])
     _write_csv(out / "paired.csv", [{"arm": d.arm, "measure": d.measure, "metric": eff_metric, "seeds": len(d.seeds),
                                      "mean": d.mean, "lo": d.lo, "hi": d.hi, "verdict": d.verdict,
                                      "per_seed": " ".join(f"{v:.4f}" for v in d.per_seed)} for d in diffs])
-    md = render(runs, points, effs, figs, reference, eff_metric, n_boot, images, spend_key, notes,
-                paired_section(diffs, reference, eff_metric) if diffs else [], out=out)
-    (out / "report.md").write_text(md)
-    return {"runs": runs, "points": points, "efficiency": effs, "figures": figs, "out": out,
-            "metric": eff_metric, "paired": diffs}
 
 
 def _print_efficiency(effs, reference: str) -> None:
@@ -110,14 +135,19 @@ def _print_efficiency(effs, reference: str) -> None:
                   f"{100 * e.never_share:.0f}% of resamples never reach it)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rlaif report", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rlaif report", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="run directories or folders above them (a multirun directory)")
     ap.add_argument("--out", help="output directory (default: <first path>/report)")
     ap.add_argument("--reference", default="random", help="the arm label efficiency is measured against")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over seeds")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         res = build_report(args.paths, args.out, args.reference, args.bootstrap, args.seed)
     except ReportError as e:

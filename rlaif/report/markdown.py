@@ -85,33 +85,15 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
            reference: str, eff_metric: str, n_boot: int, images: dict[str, str], spend_key: str,
            notes: list[str], paired: list[str] = (), out=None) -> str:
     arms = sorted({r.arm for r in runs})
-    first = runs[0]
     seeds = {a: sorted(r.seed for r in runs if r.arm == a) for a in arms}
-    L = ["# rlaif report", "",
-         f"Task **{first.task}**, policy **{first.policy}**, oracle **{first.oracle}**; "
-         f"{len(runs)} runs: " + ", ".join(f"{a} ({len(seeds[a])} seeds: {', '.join(map(str, seeds[a]))})"
-                                          for a in arms) + ".", ""]
-    L += notes
+    L = _title(runs, arms, seeds) + notes
     L += list(paired)  # the primary comparison: paired by seed, t intervals
     if effs:
         L += efficiency_section(effs, reference, eff_metric, n_boot)
     else:
         L += [f"## Label efficiency", "", f"Not computed: no runs of the reference arm {reference!r} "
               f"(or no {eff_metric.replace('_', ' ')} measured).", ""]
-    L += ["## Final results per arm", "",
-          "| arm | seeds | labels | gold win-rate % | oracle win-rate % | decisive % | oracle US$ | oracle tokens "
-          "| generations / label | acquisition s / label | wall min |", "|---" * 11 + "|"]
-    for a in arms:
-        f = figs[a]
-
-        def g(k, scale=100.0, fmt="{:.1f}"):
-            return ci(*f[k][1:], scale=scale, fmt=fmt) if k in f else "n/a"
-
-        L.append(f"| {a} | {len(seeds[a])} | {f['labels'][1]:g} | {g('final_gold_winrate')} | "
-                 f"{g('final_oracle_winrate')} | {g('decisive_share')} | {g('dollars', 1, '{:.4f}')} | "
-                 f"{g('tokens', 1, '{:.0f}')} | {g('generations_per_label', 1)} | "
-                 f"{g('acquisition_seconds_per_label', 1, '{:.2f}')} | {g('wall_seconds', 1 / 60)} |")
-    L += ["", "Mean over seeds [95% Student-t interval across seeds; none with one seed].", ""]
+    L += final_results_table(arms, seeds, figs)
     L += ["## Learning curves", "", f"![learning curves]({images['learning']})", ""]
     for metric, title in (("gold_winrate", "Gold win-rate vs reference (%)"),
                           ("oracle_winrate", "Oracle win-rate vs reference (%)")):
@@ -122,11 +104,44 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
     L += ["## Spend", "", f"Left: win-rate vs {unit}. Right: win-rate vs acquisition compute (policy "
           f"generations spent choosing pairs; random spends 2 per label). Dots are seeds, lines the mean.", "",
           f"![spend curves]({images['spend']})", ""]
-    L += ["## What each arm acquired", "",
-          "Averaged over rounds (weighted by labels) then over seeds [95% t interval]. Entropy and certainty are "
-          "measured only by the arms that score pairs; agreement is the share of decisive labels where the oracle "
-          "preferred the completion with the higher implicit reward β·log(π/π_ref).", "",
-          "| arm | " + " | ".join(t for _, t in SELECTED) + " | tie % | invalid % |", "|---" * (len(SELECTED) + 3) + "|"]
+    L += acquired_table(arms, figs) + ["", f"![acquired data]({images['characteristics']})", ""]
+    L += runs_table(runs, out)
+    L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `paired.csv`, `runs.csv`, and the PNGs "
+              "beside this file.", ""]
+    return "\n".join(L)
+
+
+def _title(runs: list[Run], arms: list[str], seeds: dict[str, list[int]]) -> list[str]:
+    first = runs[0]
+    return ["# rlaif report", "",
+            f"Task **{first.task}**, policy **{first.policy}**, oracle **{first.oracle}**; "
+            f"{len(runs)} runs: " + ", ".join(f"{a} ({len(seeds[a])} seeds: {', '.join(map(str, seeds[a]))})"
+                                             for a in arms) + ".", ""]
+
+
+def final_results_table(arms: list[str], seeds: dict[str, list[int]], figs: dict) -> list[str]:
+    L = ["## Final results per arm", "",
+         "| arm | seeds | labels | gold win-rate % | oracle win-rate % | decisive % | oracle US$ | oracle tokens "
+         "| generations / label | acquisition s / label | wall min |", "|---" * 11 + "|"]
+    for a in arms:
+        f = figs[a]
+
+        def g(k, scale=100.0, fmt="{:.1f}"):
+            return ci(*f[k][1:], scale=scale, fmt=fmt) if k in f else "n/a"
+
+        L.append(f"| {a} | {len(seeds[a])} | {f['labels'][1]:g} | {g('final_gold_winrate')} | "
+                 f"{g('final_oracle_winrate')} | {g('decisive_share')} | {g('dollars', 1, '{:.4f}')} | "
+                 f"{g('tokens', 1, '{:.0f}')} | {g('generations_per_label', 1)} | "
+                 f"{g('acquisition_seconds_per_label', 1, '{:.2f}')} | {g('wall_seconds', 1 / 60)} |")
+    return L + ["", "Mean over seeds [95% Student-t interval across seeds; none with one seed].", ""]
+
+
+def acquired_table(arms: list[str], figs: dict) -> list[str]:
+    L = ["## What each arm acquired", "",
+         "Averaged over rounds (weighted by labels) then over seeds [95% t interval]. Entropy and certainty are "
+         "measured only by the arms that score pairs; agreement is the share of decisive labels where the oracle "
+         "preferred the completion with the higher implicit reward β·log(π/π_ref).", "",
+         "| arm | " + " | ".join(t for _, t in SELECTED) + " | tie % | invalid % |", "|---" * (len(SELECTED) + 3) + "|"]
     for a in arms:
         f = figs[a]
         cells = [ci(*f[k][1:], scale=100.0 if k == "oracle_implicit_agreement" else 1.0,
@@ -134,15 +149,16 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
                  for k, _ in SELECTED]
         cells += [ci(*f[k][1:]) if k in f else "n/a" for k in ("tie_share", "invalid_share")]
         L.append(f"| {a} | " + " | ".join(cells) + " |")
-    L += ["", f"![acquired data]({images['characteristics']})", ""]
-    L += ["## Runs", "", "| arm | seed | labels | rounds | stopped by | final gold win-rate % [run CI] | directory |",
-          "|---|---|---|---|---|---|---|"]
+    return L
+
+
+def runs_table(runs: list[Run], out=None) -> list[str]:
+    L = ["## Runs", "", "| arm | seed | labels | rounds | stopped by | final gold win-rate % [run CI] | directory |",
+         "|---|---|---|---|---|---|---|"]
     for r in runs:
         last = r.metrics[-1]
         g = ci(last["gold_winrate"], *last.get("gold_winrate_ci", [float("nan")] * 2)) if "gold_winrate" in last else "n/a"
         stop = (r.summary or {}).get("stopped_by", "unfinished")
         where = os.path.relpath(r.path, out) if out is not None else str(r.path)
         L.append(f"| {r.arm} | {r.seed} | {last['labels']} | {len(r.metrics)} | {stop} | {g} | `{where}` |")
-    L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `paired.csv`, `runs.csv`, and the PNGs "
-              "beside this file.", ""]
-    return "\n".join(L)
+    return L
