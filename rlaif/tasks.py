@@ -14,10 +14,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlaif.errors import RlaifError
 from rlaif.types import Prompt
 
 
-class TaskError(ValueError):
+class TaskError(RlaifError, ValueError):
     pass
 
 

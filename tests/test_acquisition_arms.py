@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from rlaif.acquisition.base import AcquisitionConfig, AcquisitionContext, score_pairs
 from rlaif.acquisition.certainty import CertaintyAcquisition, CertaintyConfig
@@ -278,7 +277,9 @@ def test_offline_refuses_to_sample_the_policy_without_a_reference(policy, prompt
 def test_configs_build_with_the_paper_imdb_defaults(name):
     from pathlib import Path
 
-    node = OmegaConf.load(Path(__file__).parents[1] / "conf" / "acquisition" / f"{name}.yaml")
+    from rlaif.config import load_option
+
+    node = load_option(Path(__file__).parents[1] / "conf" / "acquisition" / f"{name}.yaml")
     arm = build(node, f"acquisition={name}")
     assert arm.name == name
     cfg = arm.cfg

@@ -279,11 +279,10 @@ def test_entropy_and_certainty_inputs_equal_hf(gen, policy, prompts):
 
 def test_build_from_conf(policy):
     """conf/generator/vllm.yaml validates and builds (lazily: no engine started)."""
-    from omegaconf import OmegaConf
-
+    from rlaif.config import load_option
     from rlaif.registry import build
 
-    node = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", "vllm.yaml"))
+    node = load_option(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", "vllm.yaml"))
     g = build(node, "generator", policy=policy)
     assert isinstance(g, VLLMGenerator) and not g.started and g.samples_reference
     args = g.engine_args()

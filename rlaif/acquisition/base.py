@@ -33,8 +33,8 @@ class AcquisitionConfig:
     """Fields every arm has. Arms subclass this dataclass."""
 
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the pair completions"})
-    top_p: float = 1.0
-    top_k: int = 0
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the pair completions (1.0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of the pair completions (0: off)"})
     tolerance: float = field(default=1e-2, metadata={
         "help": "scores (entropy in nats, certainty in reward units) closer than this rank as ties, broken "
                 "by the seeded order: vLLM's and transformers' log-probs of the same tokens differ by "

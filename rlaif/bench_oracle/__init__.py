@@ -53,6 +53,7 @@ def _gold_node(cfg):
     from omegaconf import OmegaConf
 
     from rlaif.cli.common import CONF_DIR
+    from rlaif.config import load_option
 
     g = cfg.get("gold")
     if g is None or g == "none":
@@ -66,7 +67,7 @@ def _gold_node(cfg):
         f = Path(CONF_DIR) / "oracle" / f"{g}.yaml"
         if not f.exists():
             raise BenchError(f"gold={g!r}: not auto, null, an oracle node or one of conf/oracle/*.yaml")
-        return OmegaConf.load(f)
+        return load_option(f)
     return g
 
 

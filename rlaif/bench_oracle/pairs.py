@@ -20,10 +20,11 @@ import json
 import random
 from pathlib import Path
 
+from rlaif.errors import RlaifError
 from rlaif.types import Completion, Pair, Prompt
 
 
-class BenchError(ValueError):
+class BenchError(RlaifError, ValueError):
     """A benchmark that cannot run as configured (no pairs, unknown source...)."""
 
 

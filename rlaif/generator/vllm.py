@@ -37,6 +37,7 @@ from typing import Any, Optional, Sequence
 
 from rlaif.generator import orphan_guard
 from rlaif.generator.base import Generator, SamplingParams
+from rlaif.registry import ConfigError
 from rlaif.types import Completion, Prompt
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,12 @@ class VLLMGeneratorConfig:
     extra_engine_args: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "further keyword arguments for vllm.LLM(...)"})
 
+    def __post_init__(self) -> None:
+        if self.score_backend not in ("vllm", "hf"):
+            raise ConfigError(f"generator.score_backend must be 'vllm' or 'hf', got {self.score_backend!r}")
+        if self.multiproc_method not in (None, "fork", "spawn"):
+            raise ConfigError(f"generator.multiproc_method must be fork, spawn or null, got {self.multiproc_method!r}")
+
 
 def _import_vllm():
     try:
@@ -112,10 +119,6 @@ class VLLMGenerator(Generator):
 
     def __init__(self, cfg: VLLMGeneratorConfig, policy) -> None:
         super().__init__(cfg, policy)
-        if cfg.score_backend not in ("vllm", "hf"):
-            raise ValueError(f"generator.score_backend must be 'vllm' or 'hf', got {cfg.score_backend!r}")
-        if cfg.multiproc_method not in (None, "fork", "spawn"):
-            raise ValueError(f"generator.multiproc_method must be fork, spawn or null, got {cfg.multiproc_method!r}")
         self.tokenizer = policy.tokenizer
         self.llm = None
         self.on_cuda = _cuda_available()

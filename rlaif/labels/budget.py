@@ -26,10 +26,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rlaif.errors import RlaifError
 from rlaif.oracle.base import Spend
 
 
-class BudgetError(ValueError):
+class BudgetError(RlaifError, ValueError):
     """A budget misconfiguration (no limit, a non-positive limit, a paid judge without prices)."""
 
 

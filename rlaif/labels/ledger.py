@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from rlaif.errors import RlaifError
+# ConfigChangedError lives with the fingerprint check; importable from here as before
+from rlaif.run.fingerprint import ConfigChangedError, refuse_changed  # noqa: F401
 from rlaif.types import Label, Outcome, Pair
 
 APP = "rlaif-ledger"
@@ -138,12 +141,8 @@ _LABEL_COLS = ("outcome", "reason", "p_a", "raw", "swapped", "tokens_in", "token
                "attempts", "judge", "finish_reason")
 
 
-class LedgerError(RuntimeError):
-    """The ledger file cannot be used (corrupt, foreign, wrong schema, in use, config changed)."""
-
-
-class ConfigChangedError(LedgerError):
-    """A resume whose label-changing config differs from the run's recorded one."""
+class LedgerError(RlaifError, RuntimeError):
+    """The ledger file cannot be used (corrupt, foreign, wrong schema, in use)."""
 
 
 def canonical(obj: Any) -> str:
@@ -389,21 +388,12 @@ class Ledger:
 
         Returns True when the ledger already had one (it belongs to a run being resumed).
 
-        Raises :class:`ConfigChangedError` naming each changed key. ``allow_changed=True``
-        replaces the recorded fingerprint instead (the user takes responsibility).
+        Raises :class:`~rlaif.run.fingerprint.ConfigChangedError` naming each changed key.
+        ``allow_changed=True`` replaces the recorded fingerprint instead (the user takes responsibility).
         """
-        from rlaif.run.state import diff_fingerprints  # local: run_state imports nothing from here
-
         old = self.meta().get("config_fingerprint")
         if old is not None and not allow_changed:
-            diffs = diff_fingerprints(json.loads(old), fingerprint)
-            if diffs:
-                raise ConfigChangedError(
-                    f"refusing to resume: the ledger {self.path} belongs to a run whose label-changing config "
-                    f"differs from this one:\n  " + "\n  ".join(diffs) +
-                    "\nThese settings change which pairs are acquired or how they are judged, so the resumed "
-                    "run would not be the run that was started. Revert the overrides, or start a new run "
-                    "(labels already paid for are reused free through the shared cache, ledger_cache=...).")
+            refuse_changed(f"the run of the ledger {self.path}", json.loads(old), fingerprint)
         if old is None or allow_changed:
             self.set_meta("config_fingerprint", canonical(fingerprint))
         return old is not None

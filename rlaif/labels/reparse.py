@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from rlaif.errors import RlaifError
 from rlaif.labels.ledger import Ledger, LedgerError, reorient, request_key
 from rlaif.oracle.parsing import NOT_AN_ANSWER, cut_off, split_finish_reasons
 from rlaif.run.state import RunState, atomic_write_text
@@ -47,7 +48,7 @@ DEFAULT_KINDS = ("openai", "vllm")
 BOTH_ORDERS_SEP = "\n---\n"
 
 
-class ReparseError(RuntimeError):
+class ReparseError(RlaifError, RuntimeError):
     pass
 
 

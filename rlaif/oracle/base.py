@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
+from rlaif.errors import RlaifError
 from rlaif.types import Label, Pair
 
 
@@ -28,8 +29,8 @@ class OracleConfig:
     name: str = field(default="", metadata={"help": "display name (defaults to the class name)"})
     swap_p: float = field(default=0.5, metadata={"help": "probability of showing the pair swapped"})
     batch_size: int = field(default=1, metadata={"help": "pairs per call of judge_shown"})
-    concurrency: int = field(default=1, metadata={"help": "batches in flight at once"})
-    seed: int = 0
+    concurrency: int = field(default=1, metadata={"help": "batches in flight at once", "fingerprint": False})
+    seed: int = field(default=0, metadata={"help": "seed of the judge's own random choices (swaps)"})
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Spend:
         return Spend(self.labels + o.labels, self.dollars + o.dollars, self.tokens + o.tokens)
 
 
-class OracleError(RuntimeError):
+class OracleError(RlaifError, RuntimeError):
     """A fatal judge problem (bad key, unknown model, unreachable endpoint): stop before spending."""
 
 

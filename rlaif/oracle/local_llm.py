@@ -37,8 +37,8 @@ class LocalLLMConfig(OracleConfig):
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda | auto"})
     max_length: Optional[int] = field(default=None, metadata={"help": "context limit (default: the model's)"})
-    batch_size: int = 8
-    concurrency: int = 1
+    batch_size: int = field(default=8, metadata={"help": "pairs per forward pass"})
+    concurrency: int = field(default=1, metadata={"help": "batches in flight at once", "fingerprint": False})
 
 
 class LocalLLMOracle(Oracle):

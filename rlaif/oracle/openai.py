@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from rlaif.oracle import parsing, templates
 from rlaif.oracle.call_slots import CallSlots
 from rlaif.oracle.base import Oracle, OracleConfig, OracleError, Spend
+from rlaif.registry import ConfigError
 from rlaif.types import Label, Outcome, Pair
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,14 @@ class OpenAIConfig(OracleConfig):
         "help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or serve-judge"})
     model: str = field(default="gpt-4o-mini", metadata={"help": "model name as the server knows it"})
     api_key_env: Optional[str] = field(default="OPENAI_API_KEY", metadata={
-        "help": "NAME of the environment variable holding the API key (the key itself never goes in a config)"})
+        "help": "NAME of the environment variable holding the API key (the key itself never goes in a config)",
+        "fingerprint": False})
     free: bool = field(default=False, metadata={
         "help": "a local server that costs nothing: no prices needed, no key needed"})
-    price_input_per_mtok: Optional[float] = field(default=None, metadata={"help": "US$ per million input tokens"})
-    price_output_per_mtok: Optional[float] = field(default=None, metadata={"help": "US$ per million output tokens"})
+    price_input_per_mtok: Optional[float] = field(default=None, metadata={
+        "help": "US$ per million input tokens", "fingerprint": False})
+    price_output_per_mtok: Optional[float] = field(default=None, metadata={
+        "help": "US$ per million output tokens", "fingerprint": False})
     template: Optional[str] = field(default=None, metadata={
         "help": "judge prompt: a name under prompts/ or a file path (default: the task's rubric)"})
     temperature: float = field(default=0.05, metadata={"help": "sampling temperature (the paper: 0.05)"})
@@ -67,21 +71,35 @@ class OpenAIConfig(OracleConfig):
     both_orders: bool = field(default=False, metadata={
         "help": "ask twice (shown and swapped): agreement gives the label, disagreement gives `on_disagreement`"})
     on_disagreement: str = field(default="tie", metadata={"help": "tie | invalid (both-orders mode)"})
-    timeout_s: float = field(default=60.0, metadata={"help": "per-request timeout"})
-    max_attempts: int = field(default=5, metadata={"help": "attempts per request before the label is invalid"})
-    backoff_initial_s: float = field(default=1.0, metadata={"help": "first backoff wait (doubles per retry)"})
-    backoff_max_s: float = field(default=60.0, metadata={"help": "longest backoff wait"})
-    backoff_jitter_s: float = field(default=1.0, metadata={"help": "random extra wait, up to this"})
+    timeout_s: float = field(default=60.0, metadata={"help": "per-request timeout", "fingerprint": False})
+    max_attempts: int = field(default=5, metadata={
+        "help": "attempts per request before the label is invalid", "fingerprint": False})
+    backoff_initial_s: float = field(default=1.0, metadata={
+        "help": "first backoff wait (doubles per retry)", "fingerprint": False})
+    backoff_max_s: float = field(default=60.0, metadata={"help": "longest backoff wait", "fingerprint": False})
+    backoff_jitter_s: float = field(default=1.0, metadata={"help": "random extra wait, up to this", "fingerprint": False})
     max_retry_after_s: float = field(default=120.0, metadata={"help": "cap on a server's Retry-After"})
-    requests_per_minute: Optional[float] = field(default=None, metadata={"help": "client-side request rate limit"})
+    requests_per_minute: Optional[float] = field(default=None, metadata={
+        "help": "client-side request rate limit", "fingerprint": False})
     tokens_per_minute: Optional[float] = field(default=None, metadata={
-        "help": "client-side token rate limit (counts the worst case of each request)"})
-    batch_size: int = 1
-    concurrency: int = field(default=16, metadata={"help": "requests in flight at once"})
+        "help": "client-side token rate limit (counts the worst case of each request)", "fingerprint": False})
+    batch_size: int = field(default=1, metadata={"help": "pairs per call (one chat request each)"})
+    concurrency: int = field(default=16, metadata={"help": "requests in flight at once", "fingerprint": False})
     http_backend: str = field(default="aiohttp", metadata={
         "help": "aiohttp: the SDK over its aiohttp transport (openai.DefaultAioHttpClient) | httpx: the SDK's "
                 "default transport | lean: chat requests straight through aiohttp, errors still the SDK's "
                 "(a third of the SDK's CPU per request: for fast local judges at high concurrency)"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("text", "logprobs"):
+            raise ConfigError(f"oracle.mode must be 'text' or 'logprobs', got {self.mode!r}")
+        if self.on_disagreement not in ("tie", "invalid"):
+            raise ConfigError(f"oracle.on_disagreement must be 'tie' or 'invalid', got {self.on_disagreement!r}")
+        if self.max_attempts < 1:
+            raise ConfigError("oracle.max_attempts must be at least 1")
+        if self.http_backend not in HTTP_BACKENDS:
+            raise ConfigError(f"oracle.http_backend must be one of {', '.join(HTTP_BACKENDS)}, "
+                              f"got {self.http_backend!r}")
 
 
 class RateLimiter:
@@ -157,14 +175,6 @@ class OpenAIOracle(Oracle):
 
     def __init__(self, cfg: OpenAIConfig, *, task: Any = None, **kw: Any) -> None:
         super().__init__(cfg, task=task, **kw)
-        if cfg.mode not in ("text", "logprobs"):
-            raise OracleError(f"oracle.mode must be 'text' or 'logprobs', got {cfg.mode!r}")
-        if cfg.on_disagreement not in ("tie", "invalid"):
-            raise OracleError(f"oracle.on_disagreement must be 'tie' or 'invalid', got {cfg.on_disagreement!r}")
-        if cfg.max_attempts < 1:
-            raise OracleError("oracle.max_attempts must be at least 1")
-        if cfg.http_backend not in HTTP_BACKENDS:
-            raise OracleError(f"oracle.http_backend must be one of {', '.join(HTTP_BACKENDS)}, got {cfg.http_backend!r}")
         self.free = bool(cfg.free)
         self.template = templates.choose(cfg.template, task)
         self._client: sdk.AsyncOpenAI | None = None

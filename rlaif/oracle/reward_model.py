@@ -24,8 +24,9 @@ class RewardModelConfig(OracleConfig):
         "help": "what is scored: 'completion' or 'prompt+completion'"})
     tie_margin: float = field(default=0.0, metadata={"help": "|score_a - score_b| <= margin is a tie"})
     positive_label: int = field(default=1, metadata={"help": "logit index of the preferred class (HF models)"})
-    swap_p: float = 0.0  # a reward model has no position bias: showing the pair swapped changes nothing
-    batch_size: int = 64
+    swap_p: float = field(default=0.0, metadata={  # a reward model has no position bias
+        "help": "probability of showing the pair swapped (0: swapping changes nothing for a reward model)"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per call of judge_shown"})
 
 
 class RewardModelOracle(Oracle):

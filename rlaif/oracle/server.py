@@ -460,8 +460,7 @@ class ServerThread:
 
 def load_oracle(spec: str, rubric: str | None = None) -> Oracle:
     """``keyword`` (built in), a name under conf/oracle/, or a yaml path; built like the run builds it."""
-    from omegaconf import OmegaConf
-
+    from rlaif.config import load_option
     from rlaif.oracle.simulated import KeywordConfig, KeywordJudge
     from rlaif.registry import build
 
@@ -474,7 +473,7 @@ def load_oracle(spec: str, rubric: str | None = None) -> Oracle:
     if not path.exists():
         known = ["keyword"] + sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise SystemExit(f"serve-judge: no oracle {spec!r} (a yaml path, or one of: {', '.join(known)})")
-    return build(OmegaConf.load(path), f"oracle ({path})", task=task)
+    return build(load_option(path), f"oracle ({path})", task=task)
 
 
 def build_parser() -> argparse.ArgumentParser:

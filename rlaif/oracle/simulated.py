@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from rlaif.oracle.base import Oracle, OracleConfig, Spend
+from rlaif.registry import ConfigError
 from rlaif.types import Label, Outcome, Pair
 
 POSITIVE = frozenset("""good great excellent amazing wonderful best love loved loves lovely brilliant superb
@@ -80,9 +81,18 @@ class SimulatedConfig(OracleConfig):
     latency_ms: float = field(default=0.0, metadata={"help": "mean simulated latency per label"})
     latency: str = field(default="fixed", metadata={"help": "fixed | uniform | exponential | lognormal"})
     latency_sigma: float = field(default=0.5, metadata={"help": "lognormal shape"})
-    price_per_label: float = field(default=0.0, metadata={"help": "simulated US$ per label (0: free)"})
-    batch_size: int = 64
-    concurrency: int = 4
+    price_per_label: float = field(default=0.0, metadata={"help": "simulated US$ per label (0: free)",
+                                                          "fingerprint": False})
+    batch_size: int = field(default=64, metadata={"help": "pairs per call of judge_shown"})
+    concurrency: int = field(default=4, metadata={"help": "batches in flight at once", "fingerprint": False})
+
+    def __post_init__(self) -> None:
+        for name in ("flip_rate", "position_bias", "failure_rate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"oracle.{name} must be within [0, 1], got {v}")
+        if self.latency not in ("fixed", "uniform", "exponential", "lognormal"):
+            raise ConfigError(f"oracle.latency must be fixed|uniform|exponential|lognormal, got {self.latency!r}")
 
 
 class SimulatedOracle(Oracle):
@@ -91,12 +101,6 @@ class SimulatedOracle(Oracle):
 
     def __init__(self, cfg: SimulatedConfig, *, task: Any = None, **kw: Any) -> None:
         super().__init__(cfg, task=task, **kw)
-        for name in ("flip_rate", "position_bias", "failure_rate"):
-            v = getattr(cfg, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"oracle.{name} must be within [0, 1], got {v}")
-        if cfg.latency not in ("fixed", "uniform", "exponential", "lognormal"):
-            raise ValueError(f"oracle.latency must be fixed|uniform|exponential|lognormal, got {cfg.latency!r}")
         if cfg.base is None:
             self.base: Oracle = KeywordJudge(KeywordConfig(swap_p=0.0), task=task)
         else:

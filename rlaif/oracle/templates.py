@@ -33,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rlaif.errors import RlaifError
 from rlaif.paths import PROMPTS_DIR
 
 DEFAULT = "helpfulness"
@@ -44,7 +45,7 @@ _PAIR = re.compile(re.escape(M_PROMPT) + r"\n(.*?)\n" + re.escape(M_A) + r"\n(.*
                    + r"\n(.*?)\n" + re.escape(M_END), re.S)
 
 
-class TemplateError(ValueError):
+class TemplateError(RlaifError, ValueError):
     """A template that is missing, or that the judge server could not read a pair back out of."""
 
 

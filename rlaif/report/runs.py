@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlaif.errors import RlaifError
 
-class ReportError(ValueError):
+
+class ReportError(RlaifError, ValueError):
     """The runs cannot be reported together (none found, mixed tasks, duplicates...)."""
 
 

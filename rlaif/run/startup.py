@@ -1,10 +1,11 @@
 """Start-up checks of ``rlaif run``: everything a user can get wrong is refused in one line, before any
 label is bought and before anything is written into the run directory.
 
-- :func:`check_config` (called by :func:`rlaif.loop.validate`): unknown keys that ``+key=...`` added
-  to a typed group, secrets in the config, out-of-range values, a ``trainer.report_to`` package
-  that is not installed, a prompt file that is missing, a directory or not UTF-8, prompts that
-  cannot fit the policy's context;
+- :func:`check_config` (called by :func:`rlaif.run.build.validate`): unknown keys that ``+key=...``
+  added to a typed group, secrets in the config, out-of-range values, a ``trainer.report_to``
+  package that is not installed, the modes each group's dataclass checks itself (``__post_init__``);
+  then :func:`check_prompt_file`, :func:`check_context`: a prompt file that is missing, a directory
+  or not UTF-8, prompts that cannot fit the policy's context;
 - :class:`StartupChecks`: a Hydra callback that runs before Hydra creates the output directory or
   writes anything (secrets in the overrides, an output directory that cannot be created);
 - :func:`open_run_dir`: the run directory is checked (exists for ``resume=``, writable, not in use,
@@ -26,9 +27,10 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from rlaif.errors import RlaifError
 from rlaif.registry import ConfigError
 
-# keys whose values are secrets (main.redact drops them from saved configs); *_env keys name an
+# keys whose values are secrets (rlaif.cli.common.redact drops them from saved configs); *_env keys name an
 # environment variable instead and are allowed
 SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "bearer")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -40,11 +42,10 @@ REPORTERS = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX")
              "codecarbon": ("codecarbon",), "clearml": ("clearml",), "dagshub": ("dagshub",),
              "flyte": ("flytekit",), "dvclive": ("dvclive",), "swanlab": ("swanlab",), "trackio": ("trackio",),
              "kubeflow": ("kubeflow",)}
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 RUN_LOCK = ".rlaif-run.lock"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(RlaifError, RuntimeError):
     """The run directory cannot be used (read-only, full, in use)."""
 
 
@@ -134,7 +135,7 @@ def check_unknown_keys(cfg: Any) -> None:
         if not isinstance(node, DictConfig):
             return
         typ = OmegaConf.get_type(node)
-        if typ is None or not dataclasses.is_dataclass(typ):
+        if typ is None or not dataclasses.is_dataclass(typ) or "_target_" in node:
             return  # a swappable group (_target_): its class's Config is checked by the registry
         fields = {f.name for f in dataclasses.fields(typ)}
         for k in node.keys():
@@ -192,11 +193,23 @@ def check_report_to(report_to: Any) -> None:
                               f"(pip install {REPORTERS[name][0]}), or set trainer.report_to=none")
 
 
+def check_schemas(cfg: Any) -> None:
+    """Build each typed group's dataclass once: its ``__post_init__`` checks the modes (``trainer.mode``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in cfg if isinstance(cfg, DictConfig) else ():
+        node = cfg._get_node(key)
+        typ = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if typ is not None and dataclasses.is_dataclass(typ) and "_target_" not in node:
+            OmegaConf.to_object(node)
+
+
 def check_config(cfg: Any) -> None:
     """Cheap checks of the whole config (no model loaded, nothing written)."""
     check_unknown_keys(cfg)
     check_secrets(_plain(cfg))
     check_ranges(cfg)
+    check_schemas(cfg)
 
 
 # -- prompts, context -------------------------------------------------------------------------------
@@ -262,36 +275,6 @@ def check_context(cfg: Any) -> None:
 
 
 # -- the run directory ------------------------------------------------------------------------------
-def disk_error(e: BaseException, run_dir: Any = None) -> str | None:
-    """One line for a file system that is read-only, full or not ours to write (None for any other error)."""
-    import sqlite3
-
-    resume = (f"continue the run with resume={run_dir}" if run_dir else "continue the run with resume=RUN_DIR") + \
-        " (every label bought so far is kept)"
-    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-        where = f" ({e.filename})" if e.filename else ""
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return f"{e.strerror or 'no space left'}{where}: free some space, then {resume}"
-        return f"{e.strerror or e}{where}: make it writable or choose another run directory (hydra.run.dir=...)"
-    cause = e.__cause__ or e.__context__
-    if not isinstance(e, OSError) and isinstance(cause, BaseException) and cause is not e:
-        inner = disk_error(cause, run_dir)  # e.g. a RuntimeError from torch / safetensors around the OSError
-        if inner is not None:
-            return inner
-    text = str(e)
-    for words, err in (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
-                       ("Read-only file system", errno.EROFS)):
-        if words in text and not isinstance(e, OSError):
-            return disk_error(OSError(err, words), run_dir)
-    if isinstance(e, sqlite3.OperationalError):
-        msg = str(e)
-        if "full" in msg:
-            return f"the ledger cannot be written ({msg}): free some space, then {resume}"
-        if "readonly" in msg or "read-only" in msg:
-            return f"the ledger cannot be written ({msg}): make the run directory writable"
-    return None
-
-
 class RunDir:
     """A run directory held by this process (an advisory lock, freed by the kernel even on kill -9)."""
 
@@ -370,7 +353,8 @@ def open_run_dir(cfg: Any, hydra_output_dir: str | None) -> RunDir:
     from omegaconf import OmegaConf
 
     from rlaif import registry
-    from rlaif.run.state import RunState, RunStateError, label_fingerprint
+    from rlaif.run.fingerprint import label_fingerprint
+    from rlaif.run.state import RunState, RunStateError
 
     if cfg.resume:
         run_dir = Path(str(cfg.resume)).expanduser()

@@ -8,7 +8,7 @@ Layout (under ``RUN_DIR/state/``)::
 Every file is written to a temporary file, fsynced and renamed over the old one, so a reader
 never sees half a file. The loop uses it like this::
 
-    fp = label_fingerprint(cfg)                 # the label-changing part of the config
+    fp = label_fingerprint(cfg)                 # the label-changing part of the config (run.fingerprint)
     state = RunState(run_dir)
     state.check_config(fp, ledger=ledger)       # first start: record; resume: refuse on a change
     budget.restore(ledger)                      # dollars / tokens already paid (resume only)
@@ -28,98 +28,26 @@ Randomness is derived from (seed, round) (:func:`round_seed`), so no RNG state i
 
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
-from rlaif.labels.ledger import ConfigChangedError, canonical
+from rlaif.errors import RlaifError
+from rlaif.labels.ledger import canonical
+# label_fingerprint (and its error) live in rlaif.run.fingerprint; importable from here as before
+from rlaif.run.fingerprint import ConfigChangedError, label_fingerprint, refuse_changed  # noqa: F401
 from rlaif.types import Pair
 
 STATE_VERSION = 1
-
-# Config keys that do not change which pairs are acquired or how they are judged: changing them on
-# resume is allowed. Everything else is part of the fingerprint (fnmatch patterns on dotted keys).
-SAFE_KEYS: tuple[str, ...] = (
-    "resume", "threads", "ledger_cache", "save_model", "hydra", "hydra.*",
-    "budget.labels", "budget.dollars", "budget.tokens", "budget.wall_seconds", "budget.max_rounds",
-    "eval", "eval.*",
-    "oracle.concurrency", "oracle.requests_per_minute", "oracle.tokens_per_minute", "oracle.rpm", "oracle.tpm",
-    "oracle.timeout", "oracle.timeout_s", "oracle.max_attempts", "oracle.max_retries", "oracle.retry*",
-    "oracle.backoff*", "oracle.api_key_env", "oracle.price*", "oracle.prices", "oracle.prices.*",
-    "oracle.*.concurrency", "oracle.*.api_key_env", "oracle.*.price*", "oracle.*.timeout*",
-    "oracle.*.max_attempts", "oracle.*.requests_per_minute", "oracle.*.tokens_per_minute",
-    "oracle.inner.concurrency",
-)
-
 
 def round_seed(seed: int, round: int, *tags: Any) -> int:
     """A 63-bit seed derived from (seed, round, tags...): the per-round RNG needs no saved state."""
     h = hashlib.sha256(canonical([int(seed), int(round), *tags]).encode()).digest()
     return int.from_bytes(h[:8], "big") >> 1
-
-
-def _plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    except ImportError:  # pragma: no cover
-        pass
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return _plain(dataclasses.asdict(cfg))
-    if isinstance(cfg, dict):
-        return {str(k): _plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [_plain(v) for v in cfg]
-    return cfg
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        if not d and prefix:
-            out[prefix] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        out[prefix] = d
-    return out
-
-
-def _safe(key: str, safe: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, pat) or key.startswith(pat + ".") for pat in safe)
-
-
-def label_fingerprint(cfg: Any, oracle: Any = None, safe: Iterable[str] = SAFE_KEYS) -> dict:
-    """The label-changing part of a run config, as a flat ``{dotted.key: value}`` dict.
-
-    Everything that decides which pairs are acquired (seed, task, policy, generator, acquisition,
-    trainer -- it shapes the next round's policy --, ``budget.labels_per_round``) or how they are
-    judged (the oracle's config and, if given, its :meth:`identity`) is in; keys matching
-    :data:`SAFE_KEYS` (limits, concurrency, timeouts, prices, evaluation, paths) are out.
-    """
-    flat = {k: v for k, v in _flatten(_plain(cfg)).items() if not _safe(k, safe)}
-    if oracle is not None:
-        for k, v in _flatten(_plain(oracle.identity()), "oracle_identity").items():
-            flat[k] = v
-    return json.loads(canonical(flat))
-
-
-def diff_fingerprints(old: dict, new: dict) -> list[str]:
-    """Human-readable differences, one ``key: old -> new`` per changed key."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
-        if a != b:
-            out.append(f"{k}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}")
-    return out
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -146,19 +74,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         os.close(dfd)
 
 
-class RunStateError(RuntimeError):
+class RunStateError(RlaifError, RuntimeError):
     pass
-
-
-def _refuse_changed(run_dir: Path, old: dict, new: dict) -> None:
-    diffs = diff_fingerprints(old, new)
-    if diffs:
-        raise ConfigChangedError(
-            f"refusing to resume {run_dir}: its label-changing config differs from this one:\n  "
-            + "\n  ".join(diffs) +
-            "\nThese settings change which pairs are acquired or how they are judged, so the resumed run "
-            "would not be the run that was started. Revert the overrides, or start a new run (labels "
-            "already paid for are reused free through the shared cache, ledger_cache=...).")
 
 
 class RunState:
@@ -205,19 +122,18 @@ class RunState:
 
         Also records / checks it in ``ledger``'s meta. Returns True when this is a resume (the run
         state or the ledger had a fingerprint already).
-        Raises :class:`~rlaif.labels.ledger.ConfigChangedError` listing each changed key.
+        Raises :class:`~rlaif.run.fingerprint.ConfigChangedError` listing each changed key.
         """
-        fingerprint = json.loads(canonical(fingerprint))
         old = self.data.get("config_fingerprint")
         resumed = old is not None
         if resumed and not allow_changed:
-            _refuse_changed(self.run_dir, old, fingerprint)
+            refuse_changed(self.run_dir, old, fingerprint)
         if ledger is not None and resumed:
             self._check_ledger_kept(ledger)
         if ledger is not None:
             resumed = ledger.check_config(fingerprint, allow_changed=allow_changed) or resumed
         if old is None or allow_changed:
-            self.data["config_fingerprint"] = fingerprint
+            self.data["config_fingerprint"] = json.loads(canonical(fingerprint))
         if resumed:
             self.data["resumes"] = int(self.data.get("resumes", 0)) + 1
         self._save()
@@ -248,7 +164,7 @@ class RunState:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunStateError(f"{path} is not valid JSON ({e}); the run state is damaged") from None
         if old is not None:
-            _refuse_changed(Path(run_dir), old, json.loads(canonical(fingerprint)))
+            refuse_changed(Path(run_dir), old, fingerprint)
 
     # -- pairs -----------------------------------------------------------------------------------
     def pairs_path(self, r: int) -> Path:
