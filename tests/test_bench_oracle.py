@@ -2,24 +2,19 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from rlaif.bench_oracle import _needs_multirun
 from rlaif.labels.ledger import Ledger
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import rlaif
+
 KEYWORD_GOLD = "gold={_target_:rlaif.oracle.simulated.KeywordJudge}"  # the simulated judge's own base: noise-free
 
 
-def bench(*args, timeout=300):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-m", "rlaif", "bench-oracle", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+def bench(*args):
+    return rlaif("bench-oracle", *args, full_error=True)
 
 
 def result(out, judge):

@@ -2,68 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-from dataclasses import dataclass
-from typing import Sequence
-
 import pytest
 
 from rlaif.labels.budget import WAIT, Budget, BudgetError, check_prices
 from rlaif.labels.ledger import Ledger
 from rlaif.labels.labeler import Labeler
-from rlaif.oracle.base import Oracle, OracleConfig, Spend
-from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+from rlaif.oracle.base import Spend
 
-
-def make_pairs(n: int, tag: str = "") -> list[Pair]:
-    out = []
-    for i in range(n):
-        p = Prompt(f"p{tag}{i}", f"Review {tag}{i}: the film", (7, i))
-        out.append(Pair(p, Completion(p, f"was great and good {i}{tag}", (1, i)),
-                        Completion(p, f"was bad {i}{tag}", (2, i)), round=0))
-    return out
-
-
-@dataclass
-class CostlyConfig(OracleConfig):
-    max_cost: float = 0.01  # US$ per label, worst case
-    max_tokens: int = 500
-    latency_s: float = 0.02
-
-
-class CostlyOracle(Oracle):
-    """A paid async judge with random latency and random cost up to its declared worst case."""
-
-    Config = CostlyConfig
-    kind = "costly"
-    free = False
-
-    def __init__(self, cfg: CostlyConfig, **kw) -> None:
-        super().__init__(cfg, **kw)
-        self.rng = random.Random(cfg.seed)
-        self.calls = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    def prices(self) -> dict:
-        return {"input": 1.0, "output": 2.0}
-
-    def worst_case(self, pair: Pair) -> Spend:
-        return Spend(labels=1, dollars=self.cfg.max_cost, tokens=self.cfg.max_tokens)
-
-    async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
-        self.calls += len(shown)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.rng.uniform(0, self.cfg.latency_s))
-            return [Label(outcome=self.rng.choice([Outcome.A, Outcome.B]), raw="Preferred: A",
-                          cost=self.rng.uniform(0.1, 1.0) * self.cfg.max_cost,
-                          tokens_in=self.rng.randint(50, 300), tokens_out=self.rng.randint(1, 200))
-                    for _ in shown]
-        finally:
-            self.in_flight -= 1
+from helpers import CostlyConfig, CostlyOracle, make_pairs
 
 
 def test_budget_validation():
@@ -91,11 +37,10 @@ def test_reserve_waits_while_in_flight_then_stops():
 
 
 @pytest.mark.parametrize("limit", ["dollars", "tokens"])
-def test_64_way_concurrency_never_exceeds_tight_budget(tmp_path, limit):
+def test_64_way_concurrency_never_exceeds_tight_budget(open_labeler, limit):
     oracle = CostlyOracle(CostlyConfig(concurrency=64, batch_size=1, max_cost=0.01, max_tokens=500, seed=3))
     budget = Budget(dollars=0.5) if limit == "dollars" else Budget(tokens=20_000)
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(oracle, budget, ledger)
+    labeler, ledger = open_labeler(oracle, budget)
     pairs = make_pairs(400)
     labels = labeler.label(pairs)
     got = [l for l in labels if l is not None]
@@ -113,14 +58,11 @@ def test_64_way_concurrency_never_exceeds_tight_budget(tmp_path, limit):
     assert budget.as_dict()["stopped_by"] == limit
     assert oracle.calls == len(got) == t["paid"] == ledger.totals()["rows"]
     assert len(got) < len(pairs)
-    labeler.close()
-    ledger.close()
 
 
-def test_labels_limit_counts_cached_labels_and_stops(tmp_path):
+def test_labels_limit_counts_cached_labels_and_stops(open_labeler):
     oracle = CostlyOracle(CostlyConfig(concurrency=16, max_cost=0.001))
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(oracle, Budget(labels=10), ledger)
+    labeler, _ = open_labeler(oracle, Budget(labels=10))
     pairs = make_pairs(30)
     first = labeler.label(pairs[:8])
     assert all(first)
@@ -130,20 +72,15 @@ def test_labels_limit_counts_cached_labels_and_stops(tmp_path):
     assert sum(1 for l in again if l is not None and l.cached) == 8
     assert budget.stopped_by == "labels" and budget.remaining_labels() == 0 and budget.exhausted
     assert oracle.calls == 10
-    labeler.close()
-    ledger.close()
 
 
-def test_eval_labels_cost_dollars_not_labels(tmp_path):
+def test_eval_labels_cost_dollars_not_labels(open_labeler):
     oracle = CostlyOracle(CostlyConfig(concurrency=4, max_cost=0.01))
     budget = Budget(labels=5, dollars=1.0)
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(oracle, budget, ledger)
+    labeler, _ = open_labeler(oracle, budget)
     assert all(labeler.label(make_pairs(8, "e"), purpose="eval"))
     assert budget.spent.labels == 0 and budget.spent.dollars > 0
     assert sum(l is not None for l in labeler.label(make_pairs(8, "t"))) == 5
-    labeler.close()
-    ledger.close()
 
 
 def test_missing_price_is_an_error_at_startup(tmp_path):

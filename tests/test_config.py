@@ -1,29 +1,16 @@
 """Configuration: every group composes; bad input fails before any work, naming the problem."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rlaif import registry
 from rlaif.labels.budget import BudgetError
-from rlaif.config import register
 from rlaif.loop import validate
 from rlaif.tasks import TaskError
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cfg(*overrides):
-    register()
-    with initialize_config_dir(config_dir=CONF, version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+from helpers import ROOT, cfg, rlaif
 
 
 def test_default_config_composes_and_validates():
@@ -35,7 +22,7 @@ def test_default_config_composes_and_validates():
 
 @pytest.mark.parametrize("group", ["acquisition", "oracle", "generator", "trainer", "budget", "task", "policy"])
 def test_every_option_of_every_group_composes(group):
-    for f in sorted((Path(CONF) / group).glob("*.yaml")):
+    for f in sorted((ROOT / "conf" / group).glob("*.yaml")):
         c = cfg(f"{group}={f.stem}")
         for g in ("generator", "acquisition", "oracle"):
             registry.check(c[g], g)
@@ -118,17 +105,11 @@ def test_imdb_prompts_are_disjoint_and_cut_to_8_16_tokens():
     assert all(8 <= len(p.token_ids) <= 16 for p in ps.train + ps.eval)
 
 
-def _cli(*args, timeout=120):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "rlaif", "run", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
-
-
 def test_cli_reports_bad_input_in_one_line_before_work(tmp_path):
-    r = _cli("budget.labels=0", f"hydra.run.dir={tmp_path}/run")
+    r = rlaif("run", "budget.labels=0", f"hydra.run.dir={tmp_path}/run", timeout=120, full_error=False)
     assert r.returncode == 2 and "budget.labels must be a positive" in r.stderr
     assert not (tmp_path / "run" / "ledger.sqlite").exists()  # nothing was started
-    r = _cli("+acquisition.bogus=1", f"hydra.run.dir={tmp_path}/run2")
+    r = rlaif("run", "+acquisition.bogus=1", f"hydra.run.dir={tmp_path}/run2", timeout=120, full_error=False)
     assert r.returncode == 2 and "bogus" in r.stderr
 
 

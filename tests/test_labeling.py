@@ -2,78 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
-from dataclasses import dataclass
-from typing import Sequence
 
 import pytest
 
 from rlaif.labels.budget import Budget
 from rlaif.labels.ledger import Ledger
 from rlaif.labels.labeler import Labeler
-from rlaif.oracle.base import Oracle, OracleConfig, Spend
-from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+from rlaif.oracle.base import Spend
+from rlaif.types import Outcome
+
+from helpers import CountingConfig, CountingOracle, make_pairs
 
 
-def make_pairs(n: int, tag: str = "") -> list[Pair]:
-    out = []
-    for i in range(n):
-        p = Prompt(f"p{tag}{i}", f"Review {tag}{i}: the film", (7, i))
-        out.append(Pair(p, Completion(p, f"was great and good {i}{tag}", (1, i)),
-                        Completion(p, f"was bad {i}{tag}" + " bad" * (i % 3), (2, i)), round=i % 3))
-    return out
-
-
-@dataclass
-class CountingConfig(OracleConfig):
-    latency_s: float = 0.005
-    invalid_every: int = 0  # every n-th request answers garbage (a paid, unparseable answer)
-    fail_first: int = 0  # the first n requests get no answer at all (retries exhausted)
-    raise_on: str = ""  # a completion text that makes the call raise
-
-
-class CountingOracle(Oracle):
-    """A free local judge that counts every request it receives, per shown pair."""
-
-    Config = CountingConfig
-    kind = "counting"
-
-    def __init__(self, cfg: CountingConfig, **kw) -> None:
-        super().__init__(cfg, **kw)
-        self.requests: collections.Counter = collections.Counter()
-        self.n = 0
-
-    def worst_case(self, pair: Pair) -> Spend:
-        return Spend(labels=1, dollars=0.0, tokens=100)
-
-    async def judge_shown(self, shown: Sequence[Pair]) -> list[Label]:
-        await asyncio.sleep(self.cfg.latency_s)
-        out = []
-        for p in shown:
-            if self.cfg.raise_on and self.cfg.raise_on in (p.a.text + p.b.text):
-                raise ConnectionError("judge went away")
-            self.n += 1
-            self.requests[(p.prompt.text, p.a.text, p.b.text)] += 1
-            if self.n <= self.cfg.fail_first:
-                out.append(Label.invalid("gave up after 5 attempts: HTTP 503", attempts=5))
-            elif self.cfg.invalid_every and self.n % self.cfg.invalid_every == 0:
-                out.append(Label.invalid("no verdict on the final line", raw="hmm, hard to say",
-                                         tokens_in=40, tokens_out=5))
-            else:
-                good = lambda t: t.count("good") - t.count("bad")  # noqa: E731
-                out.append(Label(outcome=Outcome.A if good(p.a.text) >= good(p.b.text) else Outcome.B,
-                                 raw="Preferred: A" if good(p.a.text) >= good(p.b.text) else "Preferred: B",
-                                 tokens_in=40, tokens_out=5))
-        return out
-
-
-def test_hits_are_never_requested_again(tmp_path):
+def test_hits_are_never_requested_again(tmp_path, open_labeler):
     oracle = CountingOracle(CountingConfig(concurrency=8))
     path = tmp_path / "ledger.sqlite"
-    ledger = Ledger(path)
-    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    labeler, ledger = open_labeler(oracle, Budget(labels=1000), path)
     pairs = make_pairs(40)
     first = labeler.label(pairs)
     assert all(first) and not any(l.cached for l in first)
@@ -86,19 +31,15 @@ def test_hits_are_never_requested_again(tmp_path):
     ledger.close()
 
     # resumed in a new process (new ledger handle, new labeler): still no request
-    ledger = Ledger(path)
-    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    labeler, ledger = open_labeler(oracle, Budget(labels=1000), path)
     third = labeler.label(pairs)
     assert all(l.cached for l in third) and sum(oracle.requests.values()) == 40
     assert ledger.totals()["rows"] == 40
-    labeler.close()
-    ledger.close()
 
 
-def test_duplicates_in_one_call_are_asked_once_and_reversed_pairs_flip(tmp_path):
+def test_duplicates_in_one_call_are_asked_once_and_reversed_pairs_flip(open_labeler):
     oracle = CountingOracle(CountingConfig(concurrency=4, swap_p=0.5))
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(oracle, Budget(labels=1000), ledger)
+    labeler, _ = open_labeler(oracle, Budget(labels=1000))
     pairs = make_pairs(12)
     batch = pairs + pairs  # every pair twice
     got = labeler.label(batch)
@@ -111,21 +52,17 @@ def test_duplicates_in_one_call_are_asked_once_and_reversed_pairs_flip(tmp_path)
     # a reversed pair shown in the same order as the stored one is a free hit
     same_order = sum(1 for p, r in zip(pairs, rev) if oracle.swap_for(p) != oracle.swap_for(r))
     assert sum(oracle.requests.values()) == 12 + (12 - same_order)
-    labeler.close()
-    ledger.close()
 
 
 @pytest.mark.parametrize("labels", [2000, 999])
-def test_requests_start_while_later_pairs_are_looked_up(tmp_path, labels):
+def test_requests_start_while_later_pairs_are_looked_up(open_labeler, labels):
     """More pairs than one look-up chunk, with duplicates and reversed pairs far apart and a few
     ledger hits: every pair gets its answer, each request is asked once. With room in the label
     budget for the whole call the requests stream (labels=2000); when the label limit could run
     out within the call (labels=999: 200 spent before, 799 left for 800 pairs) every hit takes its
     label first."""
     oracle = CountingOracle(CountingConfig(concurrency=8, swap_p=0.5))
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    budget = Budget(labels=labels)
-    labeler = Labeler(oracle, budget, ledger, progress=False)
+    labeler, _ = open_labeler(oracle, Budget(labels=labels), progress=False)
     pairs = make_pairs(700)
     labeler.label(pairs[600:])  # 100 hits for the next call
     labeler.label(make_pairs(100, tag="x"))  # 200 labels spent so far
@@ -141,8 +78,6 @@ def test_requests_start_while_later_pairs_are_looked_up(tmp_path, labels):
     same_order = sum(1 for p in pairs[100:150] if oracle.swap_for(p) != oracle.swap_for(p.swapped()))
     assert sum(oracle.requests.values()) - asked == 600 + (50 - same_order)
     assert max(oracle.requests.values()) == 1
-    labeler.close()
-    ledger.close()
 
 
 def test_shared_cache_across_runs(tmp_path):
@@ -170,10 +105,9 @@ def test_shared_cache_across_runs(tmp_path):
     l2.close()
 
 
-def test_no_answer_is_not_cached_but_a_garbled_answer_is(tmp_path):
+def test_no_answer_is_not_cached_but_a_garbled_answer_is(open_labeler):
     oracle = CountingOracle(CountingConfig(concurrency=1, fail_first=3, invalid_every=7))
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(oracle, Budget(labels=100), ledger)
+    labeler, ledger = open_labeler(oracle, Budget(labels=100))
     pairs = make_pairs(10)
     first = labeler.label(pairs)
     assert sum(l.outcome is Outcome.INVALID and l.raw is None for l in first) == 3
@@ -182,11 +116,9 @@ def test_no_answer_is_not_cached_but_a_garbled_answer_is(tmp_path):
     assert sum(oracle.requests.values()) == 13  # only the 3 unanswered were asked again
     assert all(l.raw is not None for l in second)
     assert sum(l.outcome is Outcome.INVALID for l in second) >= 1  # the garbled answer is kept (reparse can fix it)
-    labeler.close()
-    ledger.close()
 
 
-def test_a_call_that_raises_is_charged_as_lost(tmp_path):
+def test_a_call_that_raises_is_charged_as_lost(open_labeler):
     oracle = CountingOracle(CountingConfig(concurrency=2, raise_on="was bad 3"))
 
     class Paid(CountingOracle):
@@ -195,9 +127,8 @@ def test_a_call_that_raises_is_charged_as_lost(tmp_path):
 
     oracle = Paid(oracle.cfg)
     oracle.free = True
-    ledger = Ledger(tmp_path / "ledger.sqlite")
     budget = Budget(dollars=1.0)
-    labeler = Labeler(oracle, budget, ledger)
+    labeler, ledger = open_labeler(oracle, budget)
     with pytest.raises(ConnectionError):
         labeler.label(make_pairs(6))
     assert len(ledger.lost()) == 1 and ledger.pending() == []
@@ -206,8 +137,6 @@ def test_a_call_that_raises_is_charged_as_lost(tmp_path):
     # pairs 0-2 were answered, and at most pair 4 was already in the other worker's hands)
     assert 3 <= ledger.totals()["rows"] <= 4
     assert oracle.n <= 4  # answered without raising
-    labeler.close()
-    ledger.close()
 
 
 def test_api_key_never_reaches_the_ledger(tmp_path, monkeypatch):

@@ -8,29 +8,27 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["policy=tiny", "generator=hf", "oracle=simulated", "task.train_prompts=64", "task.eval_prompts=4",
-        "eval.prompts=4", "eval.bootstrap=50", "task.max_new_tokens=8", "task.min_new_tokens=4", "trainer.epochs=1",
-        "trainer.batch_size=4", "trainer.micro_batch_size=4", "threads=1", "task.gold=null",
-        "budget.labels_per_round=8"]
+import helpers
+from helpers import cfg, free_port, rlaif_popen, tiny
+
+RUN = tiny("oracle=simulated", "task.train_prompts=64", "task.eval_prompts=4", "eval.prompts=4", "eval.bootstrap=50",
+           "trainer.batch_size=4", "trainer.micro_batch_size=4", "threads=1", "task.gold=null",
+           "budget.labels_per_round=8")
 KEY = "sk-proj-AbCdEf0123456789GhIjKlMnOpQrStUv"
 
 
 def rlaif(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    """``rlaif run`` of :data:`RUN` with ``args``, Hydra's short errors."""
     flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) before the overrides
     args = tuple(a for a in args if not a.startswith("-"))
-    return subprocess.run([sys.executable, "-m", "rlaif", "run", *flags, *TINY, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return helpers.rlaif("run", *flags, *RUN, *args, timeout=timeout, full_error=False)
 
 
 def refused(r: subprocess.CompletedProcess, *words: str, lines: int = 1) -> str:
@@ -162,7 +160,6 @@ def test_prompt_file_errors_name_the_right_thing(tmp_path):
     assert not (tmp_path / "r1" / "ledger.sqlite").exists()
     from rlaif.loop import validate
     from rlaif.tasks import TaskError
-    from test_config import cfg
 
     with pytest.raises(TaskError, match="needs the prompt file: add task.path") as e:
         validate(cfg("policy=tiny", "task=jsonl"))
@@ -181,20 +178,12 @@ def test_prompts_longer_than_the_context_are_refused_before_any_spend(tmp_path):
     assert not (tmp_path / "run" / "ledger.sqlite").exists()
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.parametrize("backend", ["aiohttp", "lean", "httpx"])
 def test_a_refused_connection_is_not_reported_as_a_timeout(backend):
     from rlaif.oracle.base import OracleError
     from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
 
-    o = OpenAIOracle(OpenAIConfig(base_url=f"http://127.0.0.1:{_free_port()}/v1", model="judge", free=True,
+    o = OpenAIOracle(OpenAIConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="judge", free=True,
                                   http_backend=backend))
     with pytest.raises(OracleError, match="cannot reach the judge endpoint .*connection refused") as e:
         asyncio.run(o.setup())
@@ -270,9 +259,8 @@ def test_a_full_run_directory_is_one_line_and_the_run_resumes_once_space_is_free
         filler.unlink()
         # full in the middle of the run
         run = mnt / "run"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        p = subprocess.Popen([sys.executable, "-m", "rlaif", "run", *TINY, "budget.labels=24", f"hydra.run.dir={run}"],
-                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = rlaif_popen("run", *RUN, "budget.labels=24", f"hydra.run.dir={run}", stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
         deadline = time.time() + 300
         while not (run / "state" / "round_0001.pairs.jsonl").exists():
             assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]

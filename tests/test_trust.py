@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,13 +13,10 @@ from rlaif.labels.budget import BudgetError, run_budgets
 from rlaif.config import EvalConfig
 from rlaif.run.evaluation import Evaluator, winrate_text
 from rlaif.labels.judge_health import JudgeHealth, JudgeHealthConfig, JudgeHealthError, verdict
-from rlaif.labels.labeler import Labeler
-from rlaif.labels.ledger import Ledger
 from rlaif.oracle.simulated import SimulatedConfig, SimulatedOracle
 from rlaif.types import Completion, Prompt
-from tests.test_labeling import make_pairs
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import make_pairs, rlaif, tiny
 
 
 def paid_judge(**kw) -> SimulatedOracle:
@@ -66,74 +60,54 @@ def _evaluator(tmp_path, texts, ref_texts, labeler, **cfg):
     return ev
 
 
-def test_identical_completions_are_free_ties_and_too_few_answers_give_no_number(tmp_path):
+def test_identical_completions_are_free_ties_and_too_few_answers_give_no_number(tmp_path, open_labeler):
     texts = {f"q{i}": f"a great and good film {i}" for i in range(16)}
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    labeler = Labeler(paid_judge(), None, ledger, eval_budget=None)
-    try:
-        # round 1: nothing trained, the policy says exactly what the reference says
-        out = _evaluator(tmp_path, texts, texts, labeler).evaluate(1)
-        assert ledger.totals(purpose="eval")["paid"] == 0 and out["oracle_eval_cost"] == 0.0
-        assert out["oracle_eval_identical"] == 16 and out["oracle_winrate"] == 0.5
-        assert out["oracle_winrate_n"] == 16
-        # one prompt differs, the judge answers it; the other 15 are ties at no cost
-        changed = {**texts, "q0": "a bad and awful film"}
-        out = _evaluator(tmp_path, changed, texts, labeler, min_judged=20).evaluate(2)
-        assert ledger.totals(purpose="eval")["paid"] == 1
-        assert "oracle_winrate" not in out and out["oracle_winrate_note"] == "too few valid answers (16 of 16)"
-        assert winrate_text(out, "oracle_winrate") == "too few valid answers (16 of 16)"
-    finally:
-        labeler.close()
-        ledger.close()
+    labeler, ledger = open_labeler(paid_judge(), None, eval_budget=None)
+    # round 1: nothing trained, the policy says exactly what the reference says
+    out = _evaluator(tmp_path, texts, texts, labeler).evaluate(1)
+    assert ledger.totals(purpose="eval")["paid"] == 0 and out["oracle_eval_cost"] == 0.0
+    assert out["oracle_eval_identical"] == 16 and out["oracle_winrate"] == 0.5
+    assert out["oracle_winrate_n"] == 16
+    # one prompt differs, the judge answers it; the other 15 are ties at no cost
+    changed = {**texts, "q0": "a bad and awful film"}
+    out = _evaluator(tmp_path, changed, texts, labeler, min_judged=20).evaluate(2)
+    assert ledger.totals(purpose="eval")["paid"] == 1
+    assert "oracle_winrate" not in out and out["oracle_winrate_note"] == "too few valid answers (16 of 16)"
+    assert winrate_text(out, "oracle_winrate") == "too few valid answers (16 of 16)"
 
 
-def test_evaluation_stops_at_its_cap_with_a_warning_and_training_keeps_its_share(tmp_path, caplog):
+def test_evaluation_stops_at_its_cap_with_a_warning_and_training_keeps_its_share(tmp_path, caplog, open_labeler):
     texts = {f"q{i}": f"a great film number {i}" for i in range(40)}
     refs = {k: f"a bad film {k}" for k in texts}
-    ledger = Ledger(tmp_path / "ledger.sqlite")
     train, ev_budget = run_budgets({"dollars": 0.05}, EvalConfig(max_dollars=0.01), eval_judged=True)
-    labeler = Labeler(paid_judge(batch_size=1), train, ledger, eval_budget=ev_budget)
-    try:
-        with caplog.at_level(logging.WARNING):
-            out = _evaluator(tmp_path, texts, refs, labeler).evaluate(1)
-        assert out["oracle_eval_refused"] == 30 and out["oracle_eval_judged"] == 10
-        assert "evaluation budget ran out after 10 of 40 judgements" in caplog.text
-        assert ev_budget.spent.dollars == pytest.approx(0.01) and train.spent.dollars == 0.0
-        # the training labels still have their whole share
-        labels = labeler.label(make_pairs(40), purpose="train")
-        assert sum(lab is not None for lab in labels) == 40 and train.spent.dollars == pytest.approx(0.04)
-    finally:
-        labeler.close()
-        ledger.close()
+    labeler, _ = open_labeler(paid_judge(batch_size=1), train, eval_budget=ev_budget)
+    with caplog.at_level(logging.WARNING):
+        out = _evaluator(tmp_path, texts, refs, labeler).evaluate(1)
+    assert out["oracle_eval_refused"] == 30 and out["oracle_eval_judged"] == 10
+    assert "evaluation budget ran out after 10 of 40 judgements" in caplog.text
+    assert ev_budget.spent.dollars == pytest.approx(0.01) and train.spent.dollars == 0.0
+    # the training labels still have their whole share
+    labels = labeler.label(make_pairs(40), purpose="train")
+    assert sum(lab is not None for lab in labels) == 40 and train.spent.dollars == pytest.approx(0.04)
 
 
 # -- judge health --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flaw, words", [({"position_bias": 1.0}, "shown first"),
                                          ({"failure_rate": 0.95}, "were invalid")])
-def test_a_useless_judge_is_stopped_after_its_first_answers(tmp_path, flaw, words):
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def test_a_useless_judge_is_stopped_after_its_first_answers(open_labeler, flaw, words):
     oracle = paid_judge(batch_size=4, concurrency=1, **flaw)
-    labeler = Labeler(oracle, None, ledger, health=JudgeHealth(JudgeHealthConfig(), oracle.name))
-    try:
-        with pytest.raises(JudgeHealthError, match=words):
-            labeler.label(make_pairs(200))
-        t = ledger.totals()
-        assert 20 <= t["rows"] + ledger.totals()["failed"] <= 24  # stopped after ~20 answers, not 200
-    finally:
-        labeler.close()
-        ledger.close()
+    labeler, ledger = open_labeler(oracle, None, health=JudgeHealth(JudgeHealthConfig(), oracle.name))
+    with pytest.raises(JudgeHealthError, match=words):
+        labeler.label(make_pairs(200))
+    t = ledger.totals()
+    assert 20 <= t["rows"] + ledger.totals()["failed"] <= 24  # stopped after ~20 answers, not 200
 
 
-def test_a_good_judge_passes_the_health_guard(tmp_path):
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def test_a_good_judge_passes_the_health_guard(open_labeler):
     oracle = paid_judge(batch_size=4, concurrency=1)
-    labeler = Labeler(oracle, None, ledger, health=JudgeHealth(JudgeHealthConfig(), oracle.name))
-    try:
-        assert all(lab is not None for lab in labeler.label(make_pairs(100)))
-    finally:
-        labeler.close()
-        ledger.close()
+    labeler, _ = open_labeler(oracle, None, health=JudgeHealth(JudgeHealthConfig(), oracle.name))
+    assert all(lab is not None for lab in labeler.label(make_pairs(100)))
 
 
 def test_health_verdict_thresholds():
@@ -146,17 +120,11 @@ def test_health_verdict_thresholds():
 
 # -- the loop: eval spend, n, DPO metrics -----------------------------------------------------------
 
-TINY = ["policy=tiny", "generator=hf", "task.train_prompts=48", "task.eval_prompts=12", "eval.prompts=12",
-        "eval.bootstrap=200", "task.max_new_tokens=8", "task.min_new_tokens=4", "trainer.epochs=1",
-        "trainer.batch_size=4", "trainer.micro_batch_size=4", "threads=2"]
-
-
 def test_run_reports_eval_spend_apart_n_and_dpo_metrics_every_round(tmp_path):
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "rlaif", "run", *TINY, "oracle=simulated", "oracle.price_per_label=0.001",
-                        "eval.with_oracle=true", "budget.dollars=0.05", "budget.labels_per_round=8",
-                        "budget.max_rounds=2", f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=600,
-                       cwd=ROOT)
+    r = rlaif("run", *tiny("trainer.batch_size=4", "trainer.micro_batch_size=4"), "oracle=simulated",
+              "oracle.price_per_label=0.001", "eval.with_oracle=true", "budget.dollars=0.05", "budget.labels_per_round=8",
+              "budget.max_rounds=2", f"hydra.run.dir={run}", timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for m in metrics:
