@@ -1,23 +1,15 @@
 """The whole loop end to end on the tiny model: acquire -> label -> DPO -> evaluate, round after round."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["policy=tiny", "generator=hf", "task.train_prompts=48", "task.eval_prompts=12", "eval.prompts=12", "eval.bootstrap=200",
-        "task.max_new_tokens=8", "task.min_new_tokens=4", "trainer.epochs=1", "trainer.batch_size=8",
-        "trainer.micro_batch_size=8", "threads=2"]
+from helpers import rlaif, tiny
 
 
 def rlaif_run(run_dir, *overrides, timeout=600):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    r = subprocess.run([sys.executable, "-m", "rlaif", "run", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
-                       capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    r = rlaif("run", *tiny(*overrides), f"hydra.run.dir={run_dir}", timeout=timeout, full_error=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
 

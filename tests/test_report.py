@@ -3,11 +3,7 @@
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,24 +11,22 @@ import pytest
 from rlaif.report import ReportError, build_report
 from rlaif.report.efficiency import label_efficiency, labels_to_reach
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["policy=tiny", "task.train_prompts=40", "task.eval_prompts=12", "eval.prompts=12", "eval.bootstrap=200",
-        "task.max_new_tokens=8", "task.min_new_tokens=4", "trainer.epochs=1", "trainer.batch_size=8",
-        "trainer.micro_batch_size=8", "threads=2", "budget.labels=16", "budget.labels_per_round=8"]
+import helpers
+from helpers import tiny
+
 T_975_DF1 = 12.706204736174707  # Student t, 97.5% quantile, 1 degree of freedom (two seeds)
 
 
-def rlaif(*args, timeout=900):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-m", "rlaif", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+def rlaif(*args):
+    return helpers.rlaif(*args, timeout=900, full_error=True)
 
 
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory):
     """One real multirun: random and certainty (f=4), seeds 0 and 1, 16 labels in rounds of 8."""
     out = tmp_path_factory.mktemp("sweep") / "mr"
-    r = rlaif("run", "-m", *TINY, "acquisition=random,certainty", "seed=0,1", f"hydra.sweep.dir={out}")
+    run = tiny("generator=vllm", "task.train_prompts=40", "budget.labels=16", "budget.labels_per_round=8")
+    r = rlaif("run", "-m", *run, "acquisition=random,certainty", "seed=0,1", f"hydra.sweep.dir={out}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     runs = sorted(p.parent for p in out.rglob("summary.json"))
     assert len(runs) == 4, runs

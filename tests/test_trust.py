@@ -123,8 +123,8 @@ def test_health_verdict_thresholds():
 def test_run_reports_eval_spend_apart_n_and_dpo_metrics_every_round(tmp_path):
     run = tmp_path / "run"
     r = rlaif("run", *tiny("trainer.batch_size=4", "trainer.micro_batch_size=4"), "oracle=simulated",
-              "oracle.price_per_label=0.001", "eval.with_oracle=true", "budget.dollars=0.05", "budget.labels_per_round=8",
-              "budget.max_rounds=2", f"hydra.run.dir={run}", timeout=600)
+              "oracle.price_per_label=0.001", "eval.with_oracle=true", "budget.dollars=0.05",
+              "budget.labels_per_round=8", "budget.max_rounds=2", f"hydra.run.dir={run}", timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for m in metrics:
