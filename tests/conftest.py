@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.labels.labeler import Labeler
-from rlaif.labels.ledger import Ledger
-
 
 @pytest.fixture
 def open_labeler(tmp_path):
     """``open_labeler(oracle, budget, path=None, **kw) -> (labeler, ledger)``: a Labeler over a new
     ledger (``tmp_path/ledger.sqlite`` unless ``path``); both are closed after the test (closing
     twice is harmless, so a test may close and reopen)."""
+    # imported here: every test file loads this conftest, and most never label anything
+    from rlaif.labels.labeler import Labeler
+    from rlaif.labels.ledger import Ledger
+
     labelers: list[Labeler] = []
     ledgers: list[Ledger] = []
 

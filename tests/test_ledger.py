@@ -151,14 +151,19 @@ def test_other_schema_and_role_are_refused(tmp_path):
         Ledger(f)
 
 
-def test_corrupt_ledger_is_refused(tmp_path):
-    f = tmp_path / "ledger.sqlite"
+def _filled_ledger(f) -> bytes:
+    """A closed ledger at ``f`` with 300 rows, many pages long; its bytes."""
     led = Ledger(f)
     for i in range(300):
         p = pair(i, a="x" * 200)
         led.put(request_key(IDENT, p), IDENT, p, Label(outcome=Outcome.A, raw="y" * 300))
     led.close()  # checkpoints the WAL into the main file
-    data = bytearray(f.read_bytes())
+    return f.read_bytes()
+
+
+def test_corrupt_ledger_is_refused(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    data = bytearray(_filled_ledger(f))
     assert len(data) > 8 * 4096
     for off in range(4096 * 2, len(data), 4096):  # scribble over every page after the schema
         data[off:off + 64] = b"\xde\xad\xbe\xef" * 16
@@ -169,12 +174,7 @@ def test_corrupt_ledger_is_refused(tmp_path):
 
 def test_truncated_ledger_is_refused(tmp_path):
     f = tmp_path / "ledger.sqlite"
-    led = Ledger(f)
-    for i in range(300):
-        p = pair(i, a="x" * 200)
-        led.put(request_key(IDENT, p), IDENT, p, Label(outcome=Outcome.A, raw="y" * 300))
-    led.close()
-    data = f.read_bytes()
+    data = _filled_ledger(f)
     f.write_bytes(data[: len(data) // 2])
     with pytest.raises(LedgerError, match="corrupt|not a usable rlaif ledger"):
         Ledger(f)

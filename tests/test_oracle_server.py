@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -15,11 +11,7 @@ import pytest
 from rlaif.oracle import templates
 from rlaif.oracle.server import ServerSettings, ServerThread, create_app, judge_state, load_oracle
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import rlaif_env, serve_judge
 
 
 def chat(client: httpx.Client, url: str, a: str, b: str, **extra) -> httpx.Response:
@@ -31,26 +23,10 @@ def chat(client: httpx.Client, url: str, a: str, b: str, **extra) -> httpx.Respo
 
 @pytest.fixture(scope="module")
 def served():
-    port = free_port()
-    env = {**os.environ, "JUDGE_KEY": "k-123"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlaif", "serve-judge", "--port", str(port), "--model-name", "judge",
-                             "--latency-ms", "50", "--retry-after", "2", "--api-key-env", "JUDGE_KEY"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/stats", timeout=1)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"serve-judge did not start: {proc.stdout.read()}")
-            time.sleep(0.2)
-    with httpx.Client(headers={"Authorization": "Bearer k-123"}, timeout=5) as client:
-        yield url, client
-    proc.terminate()
-    proc.wait(10)
+    with serve_judge("--latency-ms", "50", "--retry-after", "2", "--api-key-env", "JUDGE_KEY",
+                     env=rlaif_env(JUDGE_KEY="k-123")) as base:
+        with httpx.Client(headers={"Authorization": "Bearer k-123"}, timeout=5) as client:
+            yield f"{base}/v1", client
 
 
 def test_models_answers_usage_and_logprobs(served):

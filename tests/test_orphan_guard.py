@@ -12,6 +12,8 @@ import time
 import psutil
 import pytest
 
+from helpers import kill_group, rlaif_popen, tiny
+
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
     from rlaif.generator import orphan_guard
@@ -56,10 +58,7 @@ def test_kill_9_of_the_parent_stops_the_guarded_children_only():
         assert _gone(watcher, 10.0)
         assert not _gone(old, 0.5)  # a child started before the guard is not its business
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)
 
 
 def test_a_stopped_guard_kills_nothing():
@@ -71,10 +70,7 @@ def test_a_stopped_guard_kills_nothing():
         p.wait()
         assert not _gone(engine, 2.0)
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)
 
 
 EARLY = textwrap.dedent("""
@@ -107,10 +103,7 @@ def test_a_kill_during_start_up_leaves_nothing_behind(delay):
         assert _gone(watcher, 20.0)
         assert not _gone(old, 0.5)  # a child started before the guard is not its business
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)
 
 
 def _group(pgid: int) -> list[psutil.Process]:
@@ -130,12 +123,10 @@ def test_rlaif_run_killed_while_the_vllm_engine_starts_leaves_nothing(tmp_path):
     """kill -9 of `rlaif run` during vLLM's engine start-up (engine core and worker up, engine not
     ready): nothing of the run's process tree survives 20 s."""
     pytest.importorskip("vllm")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.Popen([sys.executable, "-m", "rlaif", "run", "policy=tiny", "generator=vllm", "oracle=simulated",
-                          "budget.labels=8", "budget.labels_per_round=8", "task.train_prompts=16",
-                          "task.eval_prompts=4", "eval.prompts=4", "task.gold=null", "threads=1",
-                          f"hydra.run.dir={tmp_path}/run"], cwd=root, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = tiny("generator=vllm", "oracle=simulated", "budget.labels=8", "budget.labels_per_round=8",
+               "task.train_prompts=16", "task.eval_prompts=4", "eval.prompts=4", "task.gold=null", "threads=1")
+    p = rlaif_popen("run", *run, f"hydra.run.dir={tmp_path}/run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    start_new_session=True)
     try:
         deadline = time.time() + 400
         while True:  # the engine core (a child of the run) has started its worker (a grandchild)
@@ -156,7 +147,4 @@ def test_rlaif_run_killed_while_the_vllm_engine_starts_leaves_nothing(tmp_path):
             assert time.time() < deadline, f"outlived the killed run by 20 s: {[q.name() for q in _group(p.pid)]}"
             time.sleep(0.2)
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)

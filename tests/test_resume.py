@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,41 +20,20 @@ from rlaif.labels.ledger import ConfigChangedError, Ledger
 from rlaif.labels.labeler import Labeler
 from rlaif.labels.reparse import main as reparse_main
 from rlaif.run.state import RunState, RunStateError, label_fingerprint, round_seed
-from rlaif.types import Completion, Outcome, Pair, Prompt
+from rlaif.types import Outcome
 
-PY = sys.executable
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_pairs(n: int, seed: int = 1234, rnd: int = 0) -> list[Pair]:
-    rng = random.Random(seed)
-    pos, neg = ["great", "good", "wonderful", "fun", "moving"], ["bad", "boring", "awful", "dull", "weak"]
-    filler = ["the", "plot", "acting", "film", "was", "and", "really", "quite", "story", "ending"]
-    out = []
-    for i in range(n):
-        ptext = f"Review {i}: I watched this movie and"
-        p = Prompt(f"p{seed}-{i}", ptext, tuple(ptext.encode()))
-
-        def text() -> str:
-            words = [rng.choice(filler) for _ in range(8)] + [rng.choice(pos if rng.random() < 0.5 else neg)
-                                                               for _ in range(rng.randint(1, 3))]
-            rng.shuffle(words)
-            return " ".join(words)
-
-        a, b = text(), text()
-        out.append(Pair(p, Completion(p, a, tuple(a.encode())), Completion(p, b, tuple(b.encode())), round=rnd))
-    return out
+from helpers import ROOT, kill_group, review_pairs, rlaif_env, rlaif_popen, serve_judge, tiny
 
 
 # -- run state --------------------------------------------------------------------------------------
 def test_run_state_roundtrip_and_atomic_files(tmp_path):
     st = RunState(tmp_path)
     assert not st.exists and st.pairs(0) is None
-    pairs = make_pairs(5)
+    pairs = review_pairs(5)
     st.save_pairs(0, pairs)
     st.save_pairs(0, pairs)  # idempotent
     with pytest.raises(RunStateError, match="refusing to replace"):
-        st.save_pairs(0, make_pairs(5, seed=9))
+        st.save_pairs(0, review_pairs(5, seed=9))
     adapter = tmp_path / "round_0" / "adapter"
     adapter.mkdir(parents=True)
     st.mark_trained(0, adapter, loss=0.5)
@@ -92,7 +70,7 @@ def test_the_run_clock_goes_on_across_resumes(tmp_path):
 
 def test_damaged_pairs_file_is_reported(tmp_path):
     st = RunState(tmp_path)
-    st.save_pairs(2, make_pairs(3))
+    st.save_pairs(2, review_pairs(3))
     path = st.pairs_path(2)
     lines = path.read_text().splitlines()
     d = json.loads(lines[1])
@@ -154,7 +132,7 @@ def test_resume_with_an_empty_ledger_is_refused(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     st = RunState(tmp_path)
     st.check_config(label_fingerprint(_cfg()), ledger=ledger)
-    st.save_pairs(1, make_pairs(4))
+    st.save_pairs(1, review_pairs(4))
     st.save_metrics(1, {"round": 1, "labels": 4})
     ledger.close()
     (tmp_path / "ledger.sqlite").write_bytes(b"")
@@ -187,7 +165,7 @@ def test_reparse_changes_labels_without_any_request(tmp_path, capsys):
 
     app = create_app(load_oracle("keyword"), ServerSettings(model_name="judge"))
     state = judge_state(app)
-    pairs = make_pairs(24)
+    pairs = review_pairs(24)
     with ServerThread(app) as url:
         state.queue(["garbled"] * 6)  # six answers with no verdict on their final line
         oracle = OpenAIOracle(OpenAIConfig(base_url=url, model="judge", free=True, concurrency=1))
@@ -252,7 +230,7 @@ def label_run(run_dir, url, n, conc, max_labels, max_dollars) -> dict:
                        ledger=ledger)
     pairs = state.pairs(0)
     if pairs is None:
-        pairs = make_pairs(n)
+        pairs = review_pairs(n)
         state.save_pairs(0, pairs)
     budget = Budget(labels=max_labels, dollars=max_dollars)
     budget.restore(ledger)
@@ -274,14 +252,6 @@ sys.path.insert(0, sys.argv[7])
 from test_resume import label_run
 print("DONE " + json.dumps(label_run(*sys.argv[1:7])), flush=True)
 '''
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _get(url: str) -> dict:
@@ -311,30 +281,16 @@ def _prefs(run: Path) -> list[tuple]:
 
 def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, monkeypatch):
     N, CONC, KILLS = 260, 8, 10
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "RLAIF_KILL_TEST_KEY": "sk-kill-test-0123456789", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([PY, "-m", "rlaif", "serve-judge", "--port", str(port), "--model-name", "judge",
-                               "--latency-ms", "150", "--latency-jitter-ms", "100"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = rlaif_env(RLAIF_KILL_TEST_KEY="sk-kill-test-0123456789")
     script = tmp_path / "label_run.py"
     script.write_text(SCRIPT)
     rng = random.Random(20240611)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _get(base + "/v1/models")
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(f"serve-judge did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.2)
+    with serve_judge("--latency-ms", "150", "--latency-jitter-ms", "100", env=env) as base:
 
         def launch(run: Path, dollars: float) -> subprocess.Popen:
-            return subprocess.Popen([PY, str(script), str(run), base + "/v1", str(N), str(CONC), str(N), str(dollars),
-                                     str(Path(__file__).parent)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            return subprocess.Popen([sys.executable, str(script), str(run), base + "/v1", str(N), str(CONC), str(N),
+                                     str(dollars), str(Path(__file__).parent)], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def finish(proc: subprocess.Popen) -> dict:
             out, err = proc.communicate(timeout=120)
@@ -352,7 +308,7 @@ def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, mo
         # worst case of one request, for a dollar limit the lost in-flight requests could exceed if uncounted
         from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
         worst = max(OpenAIOracle(OpenAIConfig(base_url=base, model="judge", price_input_per_mtok=1.0,
-                                              price_output_per_mtok=4.0)).worst_case(p).dollars for p in make_pairs(N))
+                                              price_output_per_mtok=4.0)).worst_case(p).dollars for p in review_pairs(N))
         # every kill (also those that land outside labelling) may lose up to 2 * CONC requests (the
         # Labeler's pipeline), charged at their worst case: leave room for all of them so the budget
         # never decides the outcome
@@ -423,25 +379,17 @@ def test_kill_9_during_labelling_loses_nothing_and_never_pays_twice(tmp_path, mo
         # the final preference set is complete: exactly the uninterrupted run's
         assert _prefs(run) == _prefs(ref)
         assert len(_prefs(run)) == sum(r["outcome"] in ("A", "B") for r in rows)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 # -- end to end: `rlaif run` killed and resumed ------------------------------------------------------
-TINY = ["policy=tiny", "oracle=simulated", "budget.labels=24", "budget.labels_per_round=8", "eval.prompts=8",
-        "task.train_prompts=64", "trainer.epochs=1", "task.gold=null", "threads=1"]
+RUN = tiny("generator=vllm", "oracle=simulated", "budget.labels=24", "budget.labels_per_round=8", "eval.prompts=8",
+           "task.train_prompts=64", "task.gold=null", "threads=1")
 
 
 def _rlaif_run(args: list[str], hydra_dir: Path, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # its own process group: the test can see whether anything of the run outlives it
-    return subprocess.Popen([PY, "-m", "rlaif", "run", *TINY, *args, f"hydra.run.dir={hydra_dir}"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kw)
+    return rlaif_popen("run", *RUN, *args, f"hydra.run.dir={hydra_dir}", stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, start_new_session=True, **kw)
 
 
 def _ledger_rows(run: Path) -> list[dict]:
@@ -482,10 +430,7 @@ def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
         else:
             pytest.fail("vLLM engine processes outlived the killed run by 30 s")
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # whatever is left, so that the suite goes on clean
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)  # whatever is left, so that the suite goes on clean
     before = {r["key"]: r for r in _ledger_rows(run)}
     assert before
 
