@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,12 +16,7 @@ from rlaif.cli.help import annotated_yaml, field_help
 from rlaif.config import BudgetConfig, RunConfig
 from rlaif.labels.reparse import DEFAULT_PARSER, _parse_args
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def rlaif(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "rlaif", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from helpers import ROOT, rlaif
 
 
 def squash(text: str) -> str:

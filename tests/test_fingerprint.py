@@ -1,25 +1,18 @@
 """The config fingerprint: one module, one check; runs started before the schemas resume after."""
 
 import json
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rlaif.config import RunConfig, register
+from rlaif.config import RunConfig
 from rlaif.errors import RlaifError, user_errors
 from rlaif.labels.ledger import Ledger
 from rlaif.run.fingerprint import ConfigChangedError, diff_fingerprints, label_fingerprint, refuse_changed
 from rlaif.run.state import RunState
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, cfg
+
 OLD = json.loads((ROOT / "tests" / "data" / "fingerprints_6a8fc87.json").read_text())["runs"]
-
-
-def cfg(*overrides):
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("run", OLD, ids=lambda r: " ".join(r["overrides"]) or "default")

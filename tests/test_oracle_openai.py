@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 import time
 import traceback
@@ -23,6 +22,8 @@ from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle, RateLimiter
 from rlaif.oracle.server import ServerSettings, ServerThread, create_app, judge_state, pair_from_texts
 from rlaif.oracle.simulated import KeywordConfig, KeywordJudge, SimulatedConfig, SimulatedOracle
 from rlaif.types import Outcome
+
+from helpers import free_port
 
 SECRET = "sk-rlaif-test-0123456789-SECRETSECRET"
 
@@ -255,9 +256,7 @@ def test_fatal_errors_at_setup(judge, monkeypatch):
     url, state = judge
     with pytest.raises(OracleError, match="unknown model 'gpt-nope'.*rlaif-judge"):
         oracle(url, model="gpt-nope").label(pairs("fatal"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(OracleError, match="cannot reach the judge endpoint"):
         oracle(dead, max_attempts=1).label(pairs("fatal"))
     with pytest.raises(OracleError, match="no price"):

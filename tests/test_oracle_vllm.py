@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import pytest
 from rlaif.oracle.openai import OpenAIConfig, OpenAIOracle
 from rlaif.oracle.server import pair_from_texts
 from rlaif.types import Outcome
+
+from helpers import free_port, kill_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]
@@ -51,9 +52,7 @@ def vllm_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("vllm")
     model = _tiny_model(d / "tiny")
     (d / "chat.jinja").write_text(CHAT_TEMPLATE)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     log = open(d / "vllm.log", "w")
     proc = subprocess.Popen(
@@ -80,7 +79,7 @@ def vllm_server(tmp_path_factory):
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            kill_group(proc.pid)
         log.close()
 
 
