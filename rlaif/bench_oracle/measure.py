@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from rlaif.run.evaluation import bootstrap_ci
+from rlaif.report.intervals import bootstrap_interval
 from rlaif.labels.judge_health import JudgeHealthConfig, verdict
 from rlaif.types import Label, Outcome
 
@@ -74,7 +74,7 @@ def quality(fwd: list[Label | None], rev: list[Label | None], gold: list[Label |
                 if lab is not None and (s := _match(lab.outcome, g.outcome)) is not None:
                     scores.append(s)
         if scores:
-            m, lo, hi = bootstrap_ci(scores, n_boot, 0)
+            m, lo, hi = bootstrap_interval(scores, n_boot, 0)
             out.update(gold_agreement=m, gold_agreement_ci=[lo, hi], gold_answers=len(scores))
             b = out.get("position_bias", 0.0)
             if b < 1.0:

@@ -1,4 +1,5 @@
 """Buying labels, in one place: the labeller that asks the judge (``labeler``), the ledger every
 paid answer is committed to before it is used (``ledger``), the budget that reserves the worst case
 before a call and settles the real cost after (``budget``), the judge-health guard
-(``judge_health``) and the zero-cost re-parse of stored answers (``reparse``)."""
+(``judge_health``), the preference set built from the labels (``preferences``) and the zero-cost
+re-parse of stored answers (``reparse``)."""

@@ -39,9 +39,10 @@ from typing import Any, Callable
 
 from rlaif.errors import RlaifError
 from rlaif.labels.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.labels.preferences import PreferenceSet
 from rlaif.oracle.parsing import NOT_AN_ANSWER, cut_off, split_finish_reasons
-from rlaif.run.state import RunState, atomic_write_text
-from rlaif.types import Label, Outcome, Pair, preference_row
+from rlaif.run.state import RunState
+from rlaif.types import Label, Outcome, Pair
 
 DEFAULT_PARSER = "rlaif.oracle.parsing:parse_verdict"
 DEFAULT_KINDS = ("openai", "vllm")
@@ -142,20 +143,20 @@ def _label_of(row: dict) -> Label:
                  judge=row["judge"])
 
 
-def preference_rows(ledger: Ledger, run_dir: Path) -> list[dict]:
-    """The run's preference dataset from the ledger: train labels, in acquisition order when the run
+def preference_set(ledger: Ledger, run_dir: Path) -> PreferenceSet:
+    """The run's preference set from the ledger: train labels, in acquisition order when the run
     state has the acquired pairs (else in ledger order), decisive ones only."""
     rows = ledger.rows(purpose="train")
     by_pair: dict[str, dict] = {}
     by_key = {r["key"]: r for r in rows}
     for r in rows:
         by_pair.setdefault(r["pair_id"], r)
-    out: list[dict] = []
     state_dir = run_dir / "state"
     rounds = RunState(run_dir).acquired_rounds() if (state_dir / "state.json").exists() else []
     if rounds:
         state = RunState(run_dir)
         identities = {r["identity_hash"]: json.loads(r["judge_identity"]) for r in rows}
+        labelled: list[tuple[Pair, Label | None]] = []
         for rnd in rounds:
             for pair in state.pairs(rnd) or []:
                 row, lab = by_pair.get(pair.id), None
@@ -170,22 +171,21 @@ def preference_rows(ledger: Ledger, run_dir: Path) -> list[dict]:
                                 break
                         if lab is not None:
                             break
-                if lab is not None:
-                    pr = preference_row(pair, lab)
-                    if pr is not None:
-                        out.append(pr)
-        return out
-    for r in sorted(rows, key=lambda r: (r["round"] if r["round"] is not None else -1, r["id"])):
-        pr = preference_row(Pair.from_dict(json.loads(r["pair_json"])), _label_of(r))
-        if pr is not None:
-            out.append(pr)
-    return out
+                labelled.append((pair, lab))
+        return PreferenceSet.of(labelled)
+    return PreferenceSet.of((Pair.from_dict(json.loads(r["pair_json"])), _label_of(r))
+                            for r in sorted(rows, key=lambda r: (r["round"] if r["round"] is not None else -1, r["id"])))
+
+
+def preference_rows(ledger: Ledger, run_dir: Path) -> list[dict]:
+    """The rows of :func:`preference_set` (TRL's prompt/chosen/rejected format)."""
+    return preference_set(ledger, run_dir).rows
 
 
 def write_preferences(ledger: Ledger, run_dir: Path, output: Path) -> int:
-    rows = preference_rows(ledger, run_dir)
-    atomic_write_text(output, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return len(rows)
+    prefs = preference_set(ledger, run_dir)
+    prefs.write(output, sort_keys=True)
+    return len(prefs)
 
 
 OPTIONS = ("parser", "kinds", "ledger", "output", "dry_run", "show")

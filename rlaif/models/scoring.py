@@ -67,6 +67,11 @@ class ReferenceScorer:
                     self.cache[c.key] = v
             return [self.cache[c.key] for c in completions]
 
+    def pairs(self, pairs: Sequence[tuple[Completion, Completion]]) -> list[tuple[float, float]]:
+        """``(log pi_ref(first), log pi_ref(second))`` per pair (scored in one call, in pair order)."""
+        flat = self([c for pair in pairs for c in pair])
+        return list(zip(flat[0::2], flat[1::2]))
+
     def state(self) -> dict:
         return dict(self.cache)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlaif.report.curves import t_interval
+from rlaif.report.intervals import t_interval
 from rlaif.report.runs import Run
 
 SELECTED = (("mean_entropy", "prompt entropy"), ("mean_certainty", "certainty |r_a - r_b|"),

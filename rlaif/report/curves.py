@@ -1,35 +1,20 @@
 """Learning curves across seeds: mean and 95% interval per arm at each label count.
 
 With several seeds the interval is Student's t across seeds (each seed's win-rate is one
-observation): mean +- t(0.975, n-1) * sd / sqrt(n). With one seed it is the run's own interval
-(a bootstrap over its evaluation prompts, from metrics.jsonl). Seeds evaluated at different label
-counts are linearly interpolated onto the union of the label counts, within each seed's range only.
+observation): mean +- t(0.975, n-1) * sd / sqrt(n) (:func:`~rlaif.report.intervals.t_interval`).
+With one seed it is the run's own interval (a bootstrap over its evaluation prompts, from
+metrics.jsonl). Seeds evaluated at different label counts are linearly interpolated onto the union
+of the label counts, within each seed's range only.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from rlaif.report.intervals import t_interval
 from rlaif.report.runs import Run
-
-
-def t_quantile(df: int, q: float = 0.975) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(q, df))
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of independent observations (one per seed)."""
-    a = np.asarray(values, dtype=float)
-    m = float(a.mean())
-    if a.size < 2:
-        return m, float("nan"), float("nan")
-    half = t_quantile(a.size - 1) * float(a.std(ddof=1)) / math.sqrt(a.size)
-    return m, m - half, m + half
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlaif.report.curves import t_interval
+from rlaif.report.intervals import t_interval
 from rlaif.report.runs import Run
 
 MEASURES = {"final": "end point", "auc": "whole curve (area under the learning curve)"}

@@ -1,9 +1,10 @@
 """Evaluation: win-rate of the policy against the reference on held-out prompts.
 
 Both sample at the eval temperature (0.25, as in the paper). The reference completions are
-drawn once, before any training, and reused every round. Figures come with 95% intervals and
-their sample size: win-rate (ties count half) by the gold scorer and, where enabled, by the
-oracle; mean gold reward of the policy.
+drawn once, before any training, and reused every round (saved in ``eval_reference.jsonl``, so a
+resumed run compares against the same ones). Figures come with 95% intervals
+(:mod:`rlaif.report.intervals`) and their sample size: win-rate (ties count half, bootstrap interval) by
+the gold scorer and, where enabled, by the oracle; mean gold reward of the policy (normal interval).
 
 What the oracle is asked is accounted apart from the training labels: a policy completion
 identical to the reference's is a tie at no cost (never sent to the judge); the judge's answers are
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from rlaif.generator.base import SamplingParams
+from rlaif.report.intervals import bootstrap_interval, normal_interval
+from rlaif.run.state import atomic_write_text
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt
 
 log = logging.getLogger(__name__)
@@ -39,25 +41,6 @@ def winrate_text(m: dict, key: str) -> str:
     lo, hi = m[f"{key}_ci"]
     n = m.get(f"{key}_n")
     return f"{100 * m[key]:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]" + (f" (n={n})" if n is not None else "")
-
-
-def mean_ci(x: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean with a normal-approximation 95% interval."""
-    a = np.asarray(x, dtype=float)
-    if a.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(a.mean())
-    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
-    return m, m - z * se, m + z * se
-
-
-def bootstrap_ci(x: Sequence[float], n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    a = np.asarray(x, dtype=float)
-    if a.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, a.size, size=(n, a.size))].mean(axis=1)
-    return float(a.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 class Evaluator:
@@ -87,10 +70,8 @@ class Evaluator:
             # called before any training, so the current policy *is* the reference
             self.reference = [g[0] for g in self.generator.sample(self.prompts, self._params())]
             if cache is not None:
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text("".join(json.dumps({"prompt_id": c.prompt.id, "completion": c.to_dict()}) + "\n"
-                                       for c in self.reference))
-                tmp.replace(cache)
+                atomic_write_text(cache, "".join(json.dumps({"prompt_id": c.prompt.id, "completion": c.to_dict()})
+                                                 + "\n" for c in self.reference))
         if self.gold is not None:
             self.reference_gold = self.gold.score([c.text for c in self.reference])
 
@@ -102,9 +83,9 @@ class Evaluator:
         if self.gold is not None:
             pg = self.gold.score([c.text for c in policy])
             wins = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(pg, self.reference_gold)]
-            m, lo, hi = bootstrap_ci(wins, self.cfg.bootstrap, self.seed)
+            m, lo, hi = bootstrap_interval(wins, self.cfg.bootstrap, self.seed)
             out.update(gold_winrate=m, gold_winrate_ci=[lo, hi], gold_winrate_n=len(wins))
-            m, lo, hi = mean_ci(pg)
+            m, lo, hi = normal_interval(pg)
             out.update(gold_reward=m, gold_reward_ci=[lo, hi], reference_gold_reward=float(np.mean(self.reference_gold)))
         if self.labeler is not None:
             out.update(self._judge(policy, round_))
@@ -138,6 +119,6 @@ class Evaluator:
             out["oracle_winrate_note"] = too_few(len(valid), asked)
             return out
         scored = [1.0 if lab.outcome is Outcome.A else 0.0 if lab.outcome is Outcome.B else 0.5 for lab in valid]
-        m, lo, hi = bootstrap_ci(scored, self.cfg.bootstrap, self.seed)
+        m, lo, hi = bootstrap_interval(scored, self.cfg.bootstrap, self.seed)
         out.update(oracle_winrate=m, oracle_winrate_ci=[lo, hi], oracle_winrate_n=len(valid))
         return out

@@ -23,7 +23,9 @@ never sees half a file. The loop uses it like this::
         state.save_metrics(r, metrics)          # rewrites metrics.jsonl, one line per round
     state.mark_finished()
 
-Randomness is derived from (seed, round) (:func:`round_seed`), so no RNG state is pickled.
+Randomness is derived from (seed, round) (:func:`round_seed`), so no RNG state is pickled. A
+resumed run trains no round twice: :class:`PolicyRestorer` brings the policy in memory to the end
+of the round it needs, from that round's saved adapter, when it needs it.
 """
 
 from __future__ import annotations
@@ -281,3 +283,40 @@ class RunState:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get("extra", {}).get(key, default)
+
+
+class PolicyRestorer:
+    """Which round's trained policy is in memory, and bringing it to the end of a round on resume.
+
+    A fresh process holds the reference (round 0). Rounds an earlier process finished are not
+    trained again, so before the policy is next *used* it is restored from the adapter of the round
+    it should be at (``restore(round, adapter_dir)``: the caller's loading of the weights):
+
+    - before acquiring round r (the arm samples from the policy of round r - 1): ``bring_to(r - 1)``;
+    - before training round r in ``continue`` mode (it trains on from round r - 1): ``bring_to(r - 1)``;
+    - after training round r: ``trained(r)``;
+    - when the run stops at round r: ``at_end(r)`` (the saved model is the last trained round's).
+
+    A round with no saved adapter is left as it is (nothing to restore).
+    """
+
+    def __init__(self, state: RunState, restore: Callable[[int, Path], None]) -> None:
+        self.state, self._restore = state, restore
+        self.round = 0
+
+    def bring_to(self, r: int) -> None:
+        if self.round < r:
+            self._load(r)
+            self.round = r
+
+    def trained(self, r: int) -> None:
+        self.round = r
+
+    def at_end(self, r: int) -> None:
+        if self.round < r - 1 and (last := self.state.last_trained()) is not None:
+            self._load(last[0])
+
+    def _load(self, r: int) -> None:
+        t = self.state.trained(r)
+        if t is not None and t.get("adapter") is not None:
+            self._restore(r, t["adapter"])

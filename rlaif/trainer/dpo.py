@@ -1,4 +1,8 @@
-"""The learner: TRL's DPOTrainer on every pair labelled so far.
+"""The learner: TRL's DPOTrainer on the preferences labelled so far (``(Pair, Label)`` values).
+
+Each round: the reference log-probs of every chosen / rejected completion (from the run-wide cache,
+:class:`~rlaif.models.scoring.ReferenceScorer`), the policy reset to the reference (``mode=reset``),
+TRL's dataset from the preference rows (:mod:`rlaif.labels.preferences`), one TRL training run.
 
 Two small departures from TRL's defaults, both to train on exactly what was sampled and scored:
 - rows carry token ids (``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``), so TRL's own
@@ -12,11 +16,16 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from rlaif.labels.preferences import Preference, chosen_rejected, preference_rows
 from rlaif.trainer.dpo_config import DPOConfig
+
+if TYPE_CHECKING:
+    from rlaif.models.policy import Policy
+    from rlaif.models.scoring import ReferenceScorer
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +84,57 @@ def round_metrics(log_history: Sequence[dict]) -> dict:
     return out
 
 
+def _dataset(rows: Sequence[dict], ref_logps: Sequence[tuple[float, float]]):
+    """TRL's dataset of token ids and reference log-probs, from preference rows."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "prompt_ids": [list(r["prompt_input_ids"]) for r in rows],
+        "chosen_ids": [list(r["chosen_input_ids"]) for r in rows],
+        "rejected_ids": [list(r["rejected_input_ids"]) for r in rows],
+        "ref_chosen_logps": [float(c) for c, _ in ref_logps],
+        "ref_rejected_logps": [float(r) for _, r in ref_logps],
+    })
+
+
 class DPOLearner:
     """Trains the policy with DPO; ``mode=reset`` restarts from the reference each round (paper)."""
 
-    def __init__(self, cfg: DPOConfig, policy, reference_logprobs, seed: int = 0, output_dir: str | None = None) -> None:
-        if cfg.mode not in ("reset", "continue"):
-            raise ValueError(f"trainer.mode must be 'reset' or 'continue', got {cfg.mode!r}")
+    def __init__(self, cfg: DPOConfig, policy: Policy, reference_logprobs: ReferenceScorer, seed: int = 0,
+                 output_dir: str | None = None) -> None:
         self.cfg, self.policy, self.reference_logprobs, self.seed = cfg, policy, reference_logprobs, seed
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="rlaif-dpo-")
         self.history: list[dict] = []
 
-    def train(self, rows: Sequence[dict], ref_logps: Sequence[tuple[float, float]], round_: int) -> dict:
-        """Train on ``rows`` (our preference rows with token ids) -> training stats."""
-        import torch
-        from datasets import Dataset
-        from trl import DPOConfig as TRLDPOConfig
-
-        if not rows:
+    def train(self, prefs: Sequence[Preference], round_: int) -> dict:
+        """Train on ``prefs`` (decisively labelled pairs) -> training stats."""
+        # scored before the policy is reset: the reference is the frozen base either way
+        ref_logps = self.reference_logprobs.pairs([chosen_rejected(pair, lab) for pair, lab in prefs])
+        if not prefs:
             return {"steps": 0, "loss": None, "skipped": "no decisive labels"}
         if self.cfg.mode == "reset":
             self.policy.reset(round_=round_)
-        data = Dataset.from_dict({
-            "prompt_ids": [list(r["prompt_input_ids"]) for r in rows],
-            "chosen_ids": [list(r["chosen_input_ids"]) for r in rows],
-            "rejected_ids": [list(r["rejected_input_ids"]) for r in rows],
-            "ref_chosen_logps": [float(c) for c, _ in ref_logps],
-            "ref_rejected_logps": [float(r) for _, r in ref_logps],
-        })
+        out, log_history = self._fit(_dataset(preference_rows(prefs), ref_logps), self._trl_args(round_))
+        self.policy.version += 1
+        stats = {
+            "steps": int(out.global_step),
+            "loss": float(out.training_loss),
+            "pairs": len(prefs),
+            "seconds": float(out.metrics.get("train_runtime", 0.0)),
+            **round_metrics(log_history),
+        }
+        self.history.append(stats)
+        return stats
+
+    def _trl_args(self, round_: int):
+        """TRL's DPOConfig for one round (seeded by (seed, round))."""
+        import torch
+        from trl import DPOConfig as TRLDPOConfig
+
         micro = max(1, min(self.cfg.micro_batch_size, self.cfg.batch_size))
         accum = max(1, math.ceil(self.cfg.batch_size / micro))
         on_cuda = self.policy.device == "cuda"
-        args = TRLDPOConfig(
+        return TRLDPOConfig(
             output_dir=self.output_dir,
             beta=self.cfg.beta,
             loss_type=[self.cfg.loss_type],
@@ -134,6 +163,9 @@ class DPOLearner:
             remove_unused_columns=False,
             disable_tqdm=False,
         )
+
+    def _fit(self, data, args):
+        """One TRL training run on the policy's model -> (TrainOutput, the trainer's log history)."""
         model = self.policy.model
         _drop_ref_adapter(model)
         _clear_trainer_patches(model)
@@ -148,13 +180,4 @@ class DPOLearner:
         # frozen base (the paper's pi_ref), so the copy is never used: drop it.
         _drop_ref_adapter(model)
         model.eval()
-        self.policy.version += 1
-        stats = {
-            "steps": int(out.global_step),
-            "loss": float(out.training_loss),
-            "pairs": len(rows),
-            "seconds": float(out.metrics.get("train_runtime", 0.0)),
-            **round_metrics(trainer.state.log_history),
-        }
-        self.history.append(stats)
-        return stats
+        return out, trainer.state.log_history
