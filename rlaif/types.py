@@ -1,9 +1,17 @@
 """The data as it flows through the loop.
 
-prompt -> completion (text, token ids, log-prob) -> pair -> label -> preference row.
+prompt -> completion (text, token ids, log-prob) -> pair -> label -> preference row, and the
+:class:`Spend` a label costs.
 
 Token ids travel with every completion, from generation to scoring to DPO, so nothing is
 ever re-tokenised behind the user's back.
+
+Orientation lives in one place: a :class:`Label` is always in its pair's own (a, b) order, and
+:meth:`Label.flipped` / :meth:`Label.oriented` are the only ways to express it for the pair the
+other way round (a swapped showing, the reversed pair of a shared request).
+
+:func:`canonical_json` is the one canonical JSON text of the package (content hashes, ledger
+columns, run-state seeds and fingerprints).
 """
 
 from __future__ import annotations
@@ -12,20 +20,21 @@ import enum
 import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
-def _canonical_json(p: Any) -> str:
-    if type(p) is list and set(map(type, p)) <= {int}:  # token ids: the same text json.dumps writes, faster
-        return "[" + ",".join(map(str, p)) + "]"
-    return json.dumps(p, sort_keys=True, separators=(",", ":"))
+def canonical_json(obj: Any) -> str:
+    """Compact JSON with sorted keys (anything JSON cannot write as its ``str``): equal values, equal text."""
+    if type(obj) is list and set(map(type, obj)) <= {int}:  # token ids: the same text json.dumps writes, faster
+        return "[" + ",".join(map(str, obj)) + "]"
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _digest(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
-        h.update(_canonical_json(p).encode())
+        h.update(canonical_json(p).encode())
         h.update(b"\x1f")
     return h.hexdigest()[:32]
 
@@ -189,6 +198,33 @@ class Label:
     @classmethod
     def invalid(cls, reason: str, **kw: Any) -> "Label":
         return cls(outcome=Outcome.INVALID, reason=reason, **kw)
+
+    def flipped(self) -> "Label":
+        """The same answer about the pair the other way round: outcome and P(a) flipped, all else kept."""
+        return replace(self, outcome=Outcome(self.outcome).flipped(), p_a=None if self.p_a is None else 1.0 - self.p_a)
+
+    def oriented(self, swapped: bool) -> "Label":
+        """The same answer, expressed for a pair shown with ``swapped`` (outcome stays in pair order).
+
+        A label says what the judge answered for the order it was shown: a pair whose own (a, b) is
+        the reverse of this label's pair but that was shown in the same order (so its ``swapped``
+        differs) gets the flipped outcome. Returns ``self`` where ``swapped`` already matches.
+        """
+        if self.swapped == swapped:
+            return self
+        return replace(self.flipped(), swapped=swapped)
+
+
+@dataclass
+class Spend:
+    """What a call costs (or may cost, when reserved): labels, dollars, tokens."""
+
+    labels: int = 0
+    dollars: float = 0.0
+    tokens: int = 0
+
+    def __add__(self, o: "Spend") -> "Spend":
+        return Spend(self.labels + o.labels, self.dollars + o.dollars, self.tokens + o.tokens)
 
 
 def preference_row(pair: Pair, label: Label) -> dict | None:

@@ -27,8 +27,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rlaif.config import register
-from rlaif.oracle.base import Oracle, OracleConfig, Spend
-from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+from rlaif.oracle.base import Oracle, OracleConfig
+from rlaif.types import Completion, Label, Outcome, Pair, Prompt, Spend
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import pytest
 from rlaif.labels.budget import WAIT, Budget, BudgetError, check_prices
 from rlaif.labels.ledger import Ledger
 from rlaif.labels.labeler import Labeler
-from rlaif.oracle.base import Spend
+from rlaif.types import Spend
 
 from helpers import CostlyConfig, CostlyOracle, make_pairs
 
@@ -70,7 +70,7 @@ def test_labels_limit_counts_cached_labels_and_stops(open_labeler):
     again = labeler.label(pairs[:12])  # 8 hits (free, but counted) + 2 bought + 2 refused
     assert sum(l is not None for l in again) == 10
     assert sum(1 for l in again if l is not None and l.cached) == 8
-    assert budget.stopped_by == "labels" and budget.remaining_labels() == 0 and budget.exhausted
+    assert budget.stopped_by == "labels" and budget.labels_left() == 0 and budget.exhausted
     assert oracle.calls == 10
 
 

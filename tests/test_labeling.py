@@ -9,8 +9,7 @@ import pytest
 from rlaif.labels.budget import Budget
 from rlaif.labels.ledger import Ledger
 from rlaif.labels.labeler import Labeler
-from rlaif.oracle.base import Spend
-from rlaif.types import Outcome
+from rlaif.types import Outcome, Spend
 
 from helpers import CountingConfig, CountingOracle, make_pairs
 

@@ -6,9 +6,8 @@ import sqlite3
 
 import pytest
 
-from rlaif.labels.ledger import ConfigChangedError, Ledger, LedgerError, reorient, request_key
-from rlaif.oracle.base import Spend
-from rlaif.types import Completion, Label, Outcome, Pair, Prompt
+from rlaif.labels.ledger import ConfigChangedError, Ledger, LedgerError, request_key
+from rlaif.types import Completion, Label, Outcome, Pair, Prompt, Spend
 
 
 def pair(i: int = 0, a: str = "good", b: str = "bad") -> Pair:
@@ -29,7 +28,7 @@ def test_key_covers_identity_prompt_completions_and_order():
     assert k == request_key(IDENT, p.swapped(), True)  # same texts shown in the same order
     assert k != request_key(IDENT, pair(a="great"), False)
     lab = Label(outcome=Outcome.A, p_a=0.9, swapped=False)
-    flipped = reorient(lab, True)
+    flipped = lab.oriented(True)
     assert flipped.outcome is Outcome.B and flipped.p_a == pytest.approx(0.1) and flipped.swapped
 
 

@@ -91,14 +91,7 @@ def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float,
 
 def _unswap(lab):
     """An answer about ``pair.swapped()``, expressed in ``pair``'s own (a, b) order."""
-    from rlaif.types import Label
-
-    if lab is None:
-        return None
-    d = lab.to_dict()
-    d["outcome"] = lab.outcome.flipped().value
-    d["p_a"] = None if lab.p_a is None else 1.0 - lab.p_a
-    return Label.from_dict(d)
+    return None if lab is None else lab.flipped()
 
 
 def gold_labels(cfg, pairs, out: Path) -> tuple[list | None, str | None]:

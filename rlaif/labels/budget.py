@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.oracle.base import Spend
+from rlaif.types import Spend
 
 
 class BudgetError(RlaifError, ValueError):
@@ -106,11 +106,11 @@ class Budget:
         return self.wall_seconds is not None and time.monotonic() - self.started > self.wall_seconds
 
     def labels_left(self) -> int | None:
-        """Labels not yet spent or reserved (None: no label limit)."""
+        """Labels the ``labels`` limit still allows: not yet spent or reserved (None: no label limit)."""
         with self._lock:
             if not self.has["labels"]:
                 return None
-            return self.limits.labels - self.spent.labels - self.reserved.labels
+            return max(0, self.limits.labels - self.spent.labels - self.reserved.labels)
 
     # -- reserving ------------------------------------------------------------------------------
     def try_reserve(self, worst: Spend, cached: bool = False) -> Reservation | _Wait | None:
@@ -223,18 +223,12 @@ class Budget:
             out["tokens"] = max(0, self.limits.tokens - tot.tokens)
         return out
 
-    def remaining_labels(self) -> int | None:
-        """Labels still allowed by the ``labels`` limit (None when there is no such limit)."""
-        if not self.has["labels"]:
-            return None
-        return max(0, self.limits.labels - self.spent.labels - self.reserved.labels)
-
     @property
     def exhausted(self) -> bool:
         """True when the next label cannot be bought: a limit stopped a reservation, no labels are
         left, or not even the cheapest paid request seen so far would fit in what is left of the
         dollars or tokens (so the loop does not acquire a round it cannot pay for)."""
-        if self.stopped_by is None and self.remaining_labels() == 0:
+        if self.stopped_by is None and self.labels_left() == 0:
             self.stopped_by = "labels"
         if self.stopped_by is None and self.cheapest is not None and self.outstanding == 0:
             over = self._over(self.spent + self.cheapest, ("dollars", "tokens"))

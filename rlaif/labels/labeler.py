@@ -10,6 +10,19 @@ count only what was paid (plus the worst case of requests lost in flight).
 Duplicate requests in one call are asked once. Evaluation labels (``purpose="eval"``) are paid for
 in dollars and tokens but do not count against ``labels``; they are charged to ``eval_budget``
 (the evaluation's own cap, see :func:`rlaif.labels.budget.run_budgets`) -- by default the same budget.
+
+One call of :meth:`Labeler.alabel` runs in named stages, sharing its state (:class:`_Call`):
+
+* look-up (``_look_up``): ledger and shared-cache hits, each taking its training label from the
+  budget; the misses become one :class:`Request` per distinct key, batched for
+* the worker pool (:class:`_Workers`): a fixed set of workers taking the batches in order, and
+* purchase (``_buy`` / ``_purchase``): reserve -> pending row -> judge -> commit -> settle.
+
+What holds whatever is interrupted: a paid label is never lost or paid twice (it is committed
+before it is handed out, and a request that was sent without a committed answer is recorded as
+lost); the budget is never overrun (the worst case is reserved before the call); a cancellation
+commits what was paid, and gives back the reservation of what was never sent. The ledger writes
+of concurrent purchases are group-committed (:mod:`rlaif.labels.group_commit`).
 """
 
 from __future__ import annotations
@@ -17,15 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from rlaif.labels.budget import WAIT, Budget, check_prices
+from rlaif.labels.group_commit import GroupCommit
 from rlaif.labels.judge_health import JudgeHealth
-from rlaif.labels.ledger import Ledger, LedgerError, identity_digest, reorient, request_key
-from rlaif.oracle.base import Oracle, Spend
-from rlaif.types import Label, Outcome, Pair
+from rlaif.labels.ledger import Ledger, LedgerError, identity_digest, request_key
+from rlaif.oracle.base import Oracle
+from rlaif.types import Label, Outcome, Pair, Spend
 
 log = logging.getLogger(__name__)
 
@@ -44,73 +58,94 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class GroupCommit:
-    """Ledger writes from many coroutines, committed together: the writes submitted while one group
-    commits form the next group, one transaction (one fsync) each, in a worker thread so the event
-    loop goes on answering the judge meanwhile. ``await durable(ops)`` returns once ``ops`` are
-    durable, exactly as the direct calls would; should a group fail, each submission of it is
-    retried alone so that one bad write does not take the others with it."""
+@dataclass(frozen=True)
+class Request:
+    """One distinct judge request to buy: its ledger ``key``, the pair asking it (``index`` in the
+    call's pairs; later pairs with the same key share its answer), whether that pair is shown
+    ``swapped``, and the ``worst`` case reserved for it."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._queue: list[tuple[list, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
-        self._pool: ThreadPoolExecutor | None = None
+    key: str
+    index: int
+    swapped: bool
+    worst: Spend
 
-    def submit_nowait(self, ops: list[tuple[str, tuple, dict]]) -> asyncio.Future:
-        """Hand ``ops`` over; the future resolves once they are committed."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append((ops, fut))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain())
-        return fut
 
-    async def durable(self, ops: list[tuple[str, tuple, dict]]) -> tuple[list[Any], BaseException | None]:
-        """Submit and wait until committed even if cancelled meanwhile: (results, the cancellation
-        to raise once the caller has recorded them, or None). What the ledger holds and what the
-        caller believes it holds never part."""
-        fut = self.submit_nowait(ops)
-        try:
-            return await asyncio.shield(fut), None
-        except asyncio.CancelledError as e:
-            return await fut, e
+def _zero_stats() -> dict:
+    return {"requested": 0, "labelled": 0, "cached": 0, "paid": 0, "refused": 0, "lost": 0, "failed": 0,
+            "invalid": 0, "dollars": 0.0, "tokens": 0, "latency_sum": 0.0}
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rlaif-ledger")
-        while self._queue:
-            group, self._queue = self._queue, []
-            flat = [op for ops, _ in group for op in ops]
-            try:
-                results = await loop.run_in_executor(self._pool, self.ledger.write_many, flat)
-            except Exception:  # noqa: BLE001 - one at a time, each with its own outcome
-                for ops, fut in group:
-                    try:
-                        res = await loop.run_in_executor(self._pool, self.ledger.write_many, ops)
-                    except Exception as e:  # noqa: BLE001
-                        if not fut.done():
-                            fut.set_exception(e)
-                    else:
-                        if not fut.done():
-                            fut.set_result(res)
+
+@dataclass
+class _Call:
+    """What the stages of one ``alabel`` call share."""
+
+    pairs: Sequence[Pair]
+    purpose: str
+    budget: Budget | None  # the training budget, or the evaluation's
+    counted: bool  # training labels count against ``labels``; evaluation judgements do not
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)  # budget waiters
+    stats: dict = field(default_factory=_zero_stats)
+    results: list[Label | None] = field(init=False)
+    swaps: list[bool] = field(init=False)
+    todo: dict[str, list[int]] = field(default_factory=dict)  # key -> the pairs asking it (the first is asked)
+    answers: dict[str, Label] = field(default_factory=dict)  # key -> its answer, for every pair of todo[key]
+    refused: set[str] = field(default_factory=set)  # keys the budget refused
+
+    def __post_init__(self) -> None:
+        self.stats["requested"] = len(self.pairs)
+        self.results = [None] * len(self.pairs)
+        self.swaps = [False] * len(self.pairs)
+
+
+class _Workers:
+    """A fixed set of ``width`` workers taking batches of keys in order (``job(batch)`` each). After
+    an error they take the rest off the queue without doing them (so the look-ups never wait on a
+    full queue), until told to stop. ``bounded``: the queue holds at most two batches per worker."""
+
+    def __init__(self, width: int, batch_size: int, job: Callable[[list[str]], Awaitable[None]],
+                 bounded: bool) -> None:
+        self.width, self.batch_size, self.job = width, batch_size, job
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=2 * width) if bounded else asyncio.Queue()
+        self.errors: list[BaseException] = []
+        self.tasks: list[asyncio.Task] = []
+        self.batch: list[str] = []
+
+    def start(self) -> None:
+        if not self.tasks:
+            self.tasks.extend(asyncio.ensure_future(self._work()) for _ in range(self.width))
+
+    async def _work(self) -> None:
+        while (job := await self.queue.get()) is not None:
+            if self.errors:
                 continue
-            except BaseException as e:  # cancelled: the waiters learn it (what was committed stays)
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(e)
-                raise
-            i = 0
-            for ops, fut in group:
-                if not fut.done():
-                    fut.set_result(results[i:i + len(ops)])
-                i += len(ops)
+            try:
+                await self.job(job)
+            except BaseException as e:  # noqa: BLE001 - raised by alabel, once the others stopped
+                self.errors.append(e)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    async def add(self, key: str) -> None:
+        """One more key; a full batch goes on the queue."""
+        self.batch.append(key)
+        if len(self.batch) == self.batch_size:
+            await self.queue.put(self.batch)
+            self.batch = []
+
+    async def flush(self) -> None:
+        """The last, partial batch goes on the queue; the workers start if they have not yet."""
+        if self.batch:
+            await self.queue.put(self.batch)
+        if not self.queue.empty():
+            self.start()
+
+    async def finish(self) -> None:
+        """Stop the workers once they are done; after an error, the jobs not taken yet are dropped
+        (room for the stop signals)."""
+        if self.errors:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        for _ in self.tasks:
+            await self.queue.put(None)
+        await asyncio.gather(*self.tasks)
 
 
 class Labeler:
@@ -147,13 +182,8 @@ class Labeler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[str, asyncio.Future] = {}
         self._writes = GroupCommit(ledger)
-        self.stats = self._zero_stats()
-        self.last_stats = self._zero_stats()
-
-    @staticmethod
-    def _zero_stats() -> dict:
-        return {"requested": 0, "labelled": 0, "cached": 0, "paid": 0, "refused": 0, "lost": 0, "failed": 0,
-                "invalid": 0, "dollars": 0.0, "tokens": 0, "latency_sum": 0.0}
+        self.stats = _zero_stats()
+        self.last_stats = _zero_stats()
 
     def pipeline_width(self) -> int:
         """Batches of requests between reservation and committed label at once (so, at most, the
@@ -178,11 +208,11 @@ class Labeler:
             if hit is not None and not hit.outcome.decisive and hit.outcome is not Outcome.TIE:
                 hit = None
             if hit is not None:  # keep the run's own ledger complete (a free row, not paid by this run)
-                self.ledger.put(key, self.identity, pair, reorient(hit, swapped), purpose, paid=False,
+                self.ledger.put(key, self.identity, pair, hit.oriented(swapped), purpose, paid=False,
                                 source=f"cache:{self.shared.path}")
         if hit is None:
             return None
-        hit = reorient(hit, swapped)
+        hit = hit.oriented(swapped)
         hit.cached, hit.cost, hit.tokens_in, hit.tokens_out, hit.latency = True, 0.0, 0, 0, 0.0
         return hit
 
@@ -203,201 +233,211 @@ class Labeler:
             async with cond:
                 cond.notify_all()
 
-    # -- labelling ---------------------------------------------------------------------------------
+    # -- labelling: the stages of one call -------------------------------------------------------
     async def alabel(self, pairs: Sequence[Pair], purpose: str = "train") -> list[Label | None]:
         """One label per pair, in the pair's own order, or None where the budget did not allow it."""
         if purpose not in ("train", "eval", "bench"):
             raise ValueError(f"purpose must be 'train', 'eval' or 'bench', got {purpose!r}")
         await self.setup()
-        stats = self._zero_stats()
-        stats["requested"] = len(pairs)
         counted = purpose != "eval"  # evaluation judgements cost dollars/tokens but are not labels
-        budget = self.budget if counted else self.eval_budget
-        cond = asyncio.Condition()
-        results: list[Label | None] = [None] * len(pairs)
+        call = _Call(pairs, purpose, self.budget if counted else self.eval_budget, counted)
         n = len(pairs)
-        swaps: list[bool] = [False] * n
-        todo: dict[str, list[int]] = {}  # key -> the pairs asking it (the first one is asked)
-        answers: dict[str, Label] = {}  # key -> its answer, given to every pair of todo[key] at the end
-        refused: set[str] = set()  # keys the budget refused
-        bs = max(1, int(getattr(self.oracle.cfg, "batch_size", 1) or 1))
-        width = self.pipeline_width()
-        queue: asyncio.Queue = asyncio.Queue()
-        errors: list[BaseException] = []
-        workers: list[asyncio.Task] = []
-        batch: list[str] = []
-
-        async def run(batch: list[str]) -> None:
-            # another labelling call of this Labeler may be asking the same key right now
-            mine: list[str] = []
-            for k in batch:
-                other = self._inflight.get(k)
-                if other is not None:
-                    lab = await asyncio.shield(other)
-                    if lab is not None:
-                        answers[k] = lab
-                else:
-                    mine.append(k)
-            if not mine:
-                return
-            idx = [todo[k][0] for k in mine]
-            per = [self.oracle.worst_case(pairs[i]) for i in idx]
-            if not counted:
-                per = [Spend(0, w.dollars, w.tokens) for w in per]
-            worst = Spend()
-            for w in per:
-                worst = worst + w
-            res = await self._reserve(budget, worst, cond)
-            if res is False:
-                refused.update(mine)
-                return
-            loop = asyncio.get_running_loop()
-            futs = {k: loop.create_future() for k in mine}
-            self._inflight.update(futs)
-            pend: list[int] = []
-            committed: set[int] = set()
-            called = False
-            cancelled: BaseException | None = None
-            try:
-                pend, cancelled = await self._writes.durable(
-                    [("begin", (k, pairs[i], purpose, self.oracle.name, w), {}) for k, i, w in zip(mine, idx, per)])
-                if cancelled is not None:  # nothing was sent: the pending rows go, nothing is charged
-                    self.ledger.forget(pend)
-                    pend = []
-                    raise cancelled
-                t0 = time.time()
-                called = True
-                labels = await self.oracle.judge([pairs[i] for i in idx])
-                writes = []
-                for k, i, pid, lab in zip(mine, idx, pend, labels):
-                    if lab.swapped != swaps[i]:
-                        raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
-                                           f"swap for pair {pairs[i].id} is {swaps[i]}")
-                    if lab.outcome is Outcome.INVALID and lab.raw is None:
-                        # no answer at all (retries exhausted, ...): not a label, never served from the ledger
-                        writes.append(("fail", (k, pairs[i], lab, purpose), {"pending_id": pid}))
-                        stats["failed"] += 1
-                    else:
-                        writes.append(("put", (k, self.identity, pairs[i], lab, purpose),
-                                       {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
-                        stats["paid"] += 1
-                # the answers are paid for: committed and settled even if cancelled meanwhile
-                _, cancelled = await self._writes.durable(writes)
-                committed.update(pend)
-                for k, i, lab in zip(mine, idx, labels):
-                    if self.shared is not None and (lab.outcome.decisive or lab.outcome is Outcome.TIE):
-                        self.shared.put(k, self.identity, pairs[i], lab, purpose, paid=True,
-                                        source=f"run:{self.ledger.path}")
-                actual = _spend_of(labels, counted)
-                await self._settle(budget, res, actual, cond)
-                res = None
-                stats["dollars"] += actual.dollars
-                stats["tokens"] += actual.tokens
-                stats["latency_sum"] += sum(float(l.latency) for l in labels)
-                stats["invalid"] += sum(1 for l in labels if l.outcome is Outcome.INVALID)
-                for k, lab in zip(mine, labels):
-                    futs[k].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
-                    answers[k] = lab
-                if cancelled is not None:
-                    raise cancelled
-                if self.health is not None:  # after the answers are safe in the ledger
-                    self.health.observe(labels)
-            except BaseException as e:
-                left = [p for p in pend if p not in committed]
-                if left:  # the call may have been billed: those requests are lost, charged at worst case
-                    log.warning("judge call failed (%d request(s) charged at worst case): %r", len(left), e)
-                    self.ledger.abandon(left, f"judge call failed: {type(e).__name__}: {e}")
-                    stats["lost"] += len(left)
-                raise
-            finally:
-                if res:  # not settled: charge the worst case if the call was made, else give it back
-                    await self._settle(budget, res, Spend(0, worst.dollars, worst.tokens) if called else Spend(), cond)
-                for k, f in futs.items():
-                    if not f.done():
-                        f.set_result(None)
-                    self._inflight.pop(k, None)
-
-        # A fixed set of workers takes the batches in order; after an error they take the rest off
-        # the queue without doing them (so the look-ups never wait on a full queue), until told to stop.
-        async def worker() -> None:
-            while (job := await queue.get()) is not None:
-                if errors:
-                    continue
-                try:
-                    await run(job)
-                except BaseException as e:  # noqa: BLE001 - raised below, once the others stopped
-                    errors.append(e)
-
-        def start_workers() -> None:
-            if not workers:
-                workers.extend(asyncio.ensure_future(worker()) for _ in range(width))
-
         # 1. ledger hits are free (they still count as labels for training); 2. misses: one request
         #    per distinct key. The requests start while later pairs are still being looked up, unless
         #    the label limit could run out within this call: then every hit first takes its label.
-        labels_left = budget.labels_left() if counted and budget is not None else None
+        labels_left = call.budget.labels_left() if counted and call.budget is not None else None
         stream = labels_left is None or labels_left >= n
         chunk = 256 if stream else max(1, n)
+        pool = _Workers(self.pipeline_width(), max(1, int(getattr(self.oracle.cfg, "batch_size", 1) or 1)),
+                        lambda batch: self._buy(call, batch), bounded=stream)
         if stream:  # the workers start now; the look-ups stay a few batches ahead of them
-            queue = asyncio.Queue(maxsize=2 * width)
-            start_workers()
+            pool.start()
         try:
             for start in range(0, n, chunk):
-                if errors:
+                if pool.errors:
                     break
-                idx = range(start, min(n, start + chunk))
-                keys = []
-                for i in idx:
-                    swaps[i] = self.oracle.swap_for(pairs[i])
-                    keys.append(request_key(self._identity_digest, pairs[i], swaps[i]))
-                own = self.ledger.get_many(keys)
-                for i, k in zip(idx, keys):
-                    hit = self._cached(pairs[i], k, swaps[i], purpose, own.get(k))
-                    if hit is None:
-                        if k in todo:  # asked already (same texts shown in the same order)
-                            todo[k].append(i)
-                            continue
-                        todo[k] = [i]
-                        batch.append(k)
-                        if len(batch) == bs:
-                            await queue.put(batch)
-                            batch = []
-                        continue
-                    if counted and budget is not None:
-                        r = await self._reserve(budget, Spend(labels=1), cond, cached=True)
-                        if not r:
-                            stats["refused"] += 1
-                            continue
-                        await self._settle(budget, r, Spend(labels=1), cond)
-                    results[i] = hit
-                    stats["cached"] += 1
+                await self._look_up(call, range(start, min(n, start + chunk)), pool)
                 if stream:
                     await asyncio.sleep(0)  # let the requests go out
-            if batch:
-                await queue.put(batch)
-            if not queue.empty():
-                start_workers()
+            await pool.flush()
         except BaseException as e:  # the workers finish what they hold, and take nothing more
-            errors.append(e)
+            pool.errors.append(e)
             raise
         finally:
-            if errors:  # the jobs not taken yet are dropped: room for the stop signals
-                while not queue.empty():
-                    queue.get_nowait()
-            for _ in workers:
-                await queue.put(None)
             try:
-                await asyncio.gather(*workers)
+                await pool.finish()
             finally:
-                for k, ids in todo.items():  # same request, possibly from the reversed pair: re-oriented
-                    if (lab := answers.get(k)) is not None:
-                        for i in ids:
-                            results[i] = reorient(lab, swaps[i])
-                stats["refused"] += sum(len(todo[k]) for k in refused)
-                self._accumulate(stats, results)
-        if errors:
-            raise errors[0]
-        return results
+                self._hand_out(call)
+        if pool.errors:
+            raise pool.errors[0]
+        return call.results
+
+    async def _look_up(self, call: "_Call", idx: range, pool: "_Workers") -> None:
+        """Look-up: the pairs ``idx`` answered from the ledger (or the shared cache) take their label;
+        the others go to the workers, one request per distinct key."""
+        keys = []
+        for i in idx:
+            call.swaps[i] = self.oracle.swap_for(call.pairs[i])
+            keys.append(request_key(self._identity_digest, call.pairs[i], call.swaps[i]))
+        own = self.ledger.get_many(keys)
+        for i, k in zip(idx, keys):
+            hit = self._cached(call.pairs[i], k, call.swaps[i], call.purpose, own.get(k))
+            if hit is None:
+                if k in call.todo:  # asked already (same texts shown in the same order)
+                    call.todo[k].append(i)
+                else:
+                    call.todo[k] = [i]
+                    await pool.add(k)
+            elif await self._take_label(call):
+                call.results[i] = hit
+                call.stats["cached"] += 1
+
+    async def _take_label(self, call: "_Call") -> bool:
+        """A ledger hit for training still takes a label from the ``labels`` limit; False when refused."""
+        if not call.counted or call.budget is None:
+            return True
+        r = await self._reserve(call.budget, Spend(labels=1), call.cond, cached=True)
+        if not r:
+            call.stats["refused"] += 1
+            return False
+        await self._settle(call.budget, r, Spend(labels=1), call.cond)
+        return True
+
+    def _hand_out(self, call: "_Call") -> None:
+        """Every pair asking a bought request gets its answer; the call's stats are added up."""
+        for k, ids in call.todo.items():  # same request, possibly from the reversed pair: re-oriented
+            if (lab := call.answers.get(k)) is not None:
+                for i in ids:
+                    call.results[i] = lab.oriented(call.swaps[i])
+        call.stats["refused"] += sum(len(call.todo[k]) for k in call.refused)
+        self._accumulate(call.stats, call.results)
+
+    # -- purchase: reserve -> pending row -> judge -> commit -> settle ------------------------------
+    async def _buy(self, call: "_Call", batch: list[str]) -> None:
+        """Buy the answers to one batch of keys (a worker's job)."""
+        mine = await self._not_asked_elsewhere(call, batch)
+        if not mine:
+            return
+        reqs = [self._request(call, k) for k in mine]
+        worst = Spend()
+        for r in reqs:
+            worst = worst + r.worst
+        res = await self._reserve(call.budget, worst, call.cond)
+        if res is False:
+            call.refused.update(mine)
+            return
+        await self._purchase(call, reqs, worst, res)
+
+    async def _not_asked_elsewhere(self, call: "_Call", batch: list[str]) -> list[str]:
+        """The keys of ``batch`` to buy here: another labelling call of this Labeler may be asking
+        some right now (their answers are awaited and taken from it)."""
+        mine: list[str] = []
+        for k in batch:
+            other = self._inflight.get(k)
+            if other is not None:
+                lab = await asyncio.shield(other)
+                if lab is not None:
+                    call.answers[k] = lab
+            else:
+                mine.append(k)
+        return mine
+
+    def _request(self, call: "_Call", key: str) -> "Request":
+        i = call.todo[key][0]  # the first pair asking it is the one asked
+        worst = self.oracle.worst_case(call.pairs[i])
+        if not call.counted:
+            worst = Spend(0, worst.dollars, worst.tokens)
+        return Request(key, i, call.swaps[i], worst)
+
+    async def _purchase(self, call: "_Call", reqs: list["Request"], worst: Spend, res: Any) -> None:
+        """Judge ``reqs`` under the reservation ``res``. A paid answer is committed before it is handed
+        out; a request that was sent but got no committed answer is lost (charged at its worst case)."""
+        loop = asyncio.get_running_loop()
+        futs = {r.key: loop.create_future() for r in reqs}
+        self._inflight.update(futs)
+        pend: list[int] = []
+        committed: set[int] = set()
+        called = False
+        try:
+            pend = await self._begin(call, reqs)
+            t0 = time.time()
+            called = True
+            labels = await self.oracle.judge([call.pairs[r.index] for r in reqs])
+            # the answers are paid for: committed and settled even if cancelled meanwhile
+            _, cancelled = await self._writes.durable(self._answer_writes(call, reqs, pend, labels, t0))
+            committed.update(pend)
+            self._share(call, reqs, labels)
+            actual = _spend_of(labels, call.counted)
+            await self._settle(call.budget, res, actual, call.cond)
+            res = None
+            self._record(call, reqs, labels, actual, futs)
+            if cancelled is not None:
+                raise cancelled
+            if self.health is not None:  # after the answers are safe in the ledger
+                self.health.observe(labels)
+        except BaseException as e:
+            left = [p for p in pend if p not in committed]
+            if left:  # the call may have been billed: those requests are lost, charged at worst case
+                log.warning("judge call failed (%d request(s) charged at worst case): %r", len(left), e)
+                self.ledger.abandon(left, f"judge call failed: {type(e).__name__}: {e}")
+                call.stats["lost"] += len(left)
+            raise
+        finally:
+            if res:  # not settled: charge the worst case if the call was made, else give it back
+                await self._settle(call.budget, res, Spend(0, worst.dollars, worst.tokens) if called else Spend(),
+                                   call.cond)
+            for k, f in futs.items():
+                if not f.done():
+                    f.set_result(None)
+                self._inflight.pop(k, None)
+
+    async def _begin(self, call: "_Call", reqs: list["Request"]) -> list[int]:
+        """Commit a pending row (its worst case) per request before anything is sent; their ids."""
+        pend, cancelled = await self._writes.durable(
+            [("begin", (r.key, call.pairs[r.index], call.purpose, self.oracle.name, r.worst), {}) for r in reqs])
+        if cancelled is not None:  # nothing was sent: the pending rows go, nothing is charged
+            self.ledger.forget(pend)
+            raise cancelled
+        return pend
+
+    def _answer_writes(self, call: "_Call", reqs: list["Request"], pend: list[int], labels: list[Label],
+                       t0: float) -> list[tuple[str, tuple, dict]]:
+        """The ledger writes of the judge's answers, each dropping its pending row."""
+        writes = []
+        for r, pid, lab in zip(reqs, pend, labels):
+            pair = call.pairs[r.index]
+            if lab.swapped != r.swapped:
+                raise RuntimeError(f"{self.oracle.name}: label swapped={lab.swapped} but the seeded "
+                                   f"swap for pair {pair.id} is {r.swapped}")
+            if lab.outcome is Outcome.INVALID and lab.raw is None:
+                # no answer at all (retries exhausted, ...): not a label, never served from the ledger
+                writes.append(("fail", (r.key, pair, lab, call.purpose), {"pending_id": pid}))
+                call.stats["failed"] += 1
+            else:
+                writes.append(("put", (r.key, self.identity, pair, lab, call.purpose),
+                               {"paid": True, "source": "judge", "pending_id": pid, "started_at": t0}))
+                call.stats["paid"] += 1
+        return writes
+
+    def _share(self, call: "_Call", reqs: list["Request"], labels: list[Label]) -> None:
+        """Decisive and tie answers go to the shared cross-run cache, if any."""
+        if self.shared is None:
+            return
+        for r, lab in zip(reqs, labels):
+            if lab.outcome.decisive or lab.outcome is Outcome.TIE:
+                self.shared.put(r.key, self.identity, call.pairs[r.index], lab, call.purpose, paid=True,
+                                source=f"run:{self.ledger.path}")
+
+    @staticmethod
+    def _record(call: "_Call", reqs: list["Request"], labels: list[Label], actual: Spend, futs: dict) -> None:
+        """The committed answers: counted, and handed to whoever waits on them."""
+        call.stats["dollars"] += actual.dollars
+        call.stats["tokens"] += actual.tokens
+        call.stats["latency_sum"] += sum(float(l.latency) for l in labels)
+        call.stats["invalid"] += sum(1 for l in labels if l.outcome is Outcome.INVALID)
+        for r, lab in zip(reqs, labels):
+            futs[r.key].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
+            call.answers[r.key] = lab
 
     def _accumulate(self, stats: dict, results: list) -> None:
         stats["labelled"] = sum(1 for r in results if r is not None)

@@ -4,7 +4,8 @@ A request is keyed by a hash of everything that decides the judge's answer: the 
 (kind, model, endpoint, template content, answer-changing parameters -- never secrets), the prompt,
 the two completions and the order they were shown in. A request whose key is already in the ledger
 is answered from it at no cost -- within a run, after a resume, and across runs when a shared cache
-(``role="cache"``) is given.
+(``role="cache"``) is given. A stored label is in its own pair's order: a pair that asked the same
+request the other way round reads it back with :meth:`Label.oriented <rlaif.types.Label.oriented>`.
 
 Crash safety (the file is SQLite in WAL mode with ``synchronous=FULL``):
 
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 from rlaif.errors import RlaifError
 # ConfigChangedError lives with the fingerprint check; importable from here as before
 from rlaif.run.fingerprint import ConfigChangedError, refuse_changed  # noqa: F401
-from rlaif.types import Label, Outcome, Pair
+from rlaif.types import Label, Outcome, Pair, canonical_json
 
 APP = "rlaif-ledger"
 SCHEMA_VERSION = 3
@@ -145,14 +146,13 @@ class LedgerError(RlaifError, RuntimeError):
     """The ledger file cannot be used (corrupt, foreign, wrong schema, in use)."""
 
 
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+canonical = canonical_json  # the name check_config uses
 
 
 def identity_digest(identity: dict | str) -> str:
     if isinstance(identity, str):
         return identity
-    return hashlib.sha256(canonical(identity).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
 def request_key(identity: dict | str, pair: Pair, swapped: bool = False) -> str:
@@ -168,22 +168,6 @@ def request_key(identity: dict | str, pair: Pair, swapped: bool = False) -> str:
         h.update(part.encode())
         h.update(b"\x1f")
     return h.hexdigest()
-
-
-def reorient(label: Label, swapped: bool) -> Label:
-    """The same answer, expressed for a pair shown with ``swapped`` (outcome stays in pair order).
-
-    A stored label says what the judge answered for the order it was shown; a pair whose own
-    (a, b) is the reverse of the stored pair's but that was shown in the same order gets the
-    flipped outcome.
-    """
-    if label.swapped == swapped:
-        return label
-    d = label.to_dict()
-    d["outcome"] = Outcome(label.outcome).flipped().value
-    d["p_a"] = None if label.p_a is None else 1.0 - label.p_a
-    d["swapped"] = swapped
-    return Label.from_dict(d)
 
 
 class Ledger:
@@ -467,8 +451,9 @@ class Ledger:
              paid: bool = True, source: str = "judge", pending_id: int | None = None,
              started_at: float | None = None) -> bool:
         now = time.time()
-        row = (key, label.judge or identity.get("kind", "?"), canonical(identity), identity_digest(identity),
-               pair.id, pair.round, purpose, pair.prompt.text, pair.a.text, pair.b.text, canonical(pair.to_dict()),
+        row = (key, label.judge or identity.get("kind", "?"), canonical_json(identity), identity_digest(identity),
+               pair.id, pair.round, purpose, pair.prompt.text, pair.a.text, pair.b.text,
+               canonical_json(pair.to_dict()),
                int(label.swapped), Outcome(label.outcome).value, label.reason, label.p_a, label.raw,
                int(label.tokens_in), int(label.tokens_out), float(label.cost), float(label.latency),
                int(label.attempts), int(paid), source, None, None,

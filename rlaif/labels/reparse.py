@@ -38,15 +38,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlaif.errors import RlaifError
-from rlaif.labels.ledger import Ledger, LedgerError, reorient, request_key
+from rlaif.labels.ledger import Ledger, LedgerError, request_key
 from rlaif.labels.preferences import PreferenceSet
+from rlaif.oracle.base import BOTH_ORDERS_SEP, merge_both_orders
 from rlaif.oracle.parsing import NOT_AN_ANSWER, cut_off, split_finish_reasons
 from rlaif.run.state import RunState
 from rlaif.types import Label, Outcome, Pair
 
 DEFAULT_PARSER = "rlaif.oracle.parsing:parse_verdict"
 DEFAULT_KINDS = ("openai", "vllm")
-BOTH_ORDERS_SEP = "\n---\n"
 
 
 class ReparseError(RlaifError, RuntimeError):
@@ -114,23 +114,18 @@ def _parse_one(parse: Callable, raw: str, finish_reason: str | None) -> tuple[Ou
 
 def parse_shown(parse: Callable, raw: str, identity: dict,
                 finish_reason: str | None = None) -> tuple[Outcome, str | None] | None:
-    """Outcome in the order shown to the judge (handles the openai judge's both-orders answers),
-    or None where the stored text is not an answer (left as it is)."""
+    """Outcome in the order shown to the judge, or None where the stored text is not an answer (left
+    as it is). The openai judge's both-orders answers are merged again by the judge's own rule
+    (:func:`~rlaif.oracle.base.merge_both_orders`)."""
     if identity.get("both_orders") and BOTH_ORDERS_SEP in raw:
-        first_raw, second_raw = raw.split(BOTH_ORDERS_SEP, 1)
         f1, f2 = split_finish_reasons(finish_reason, 2)
         if NOT_AN_ANSWER in (f1, f2):  # one order got no answer: invalid whatever the other says
             return None
-        o1, r1 = _parse_one(parse, first_raw, f1)
-        o2, r2 = _parse_one(parse, second_raw, f2)
-        o2 = o2.flipped()  # the second ask showed the pair the other way round
-        if Outcome.INVALID in (o1, o2):
-            return Outcome.INVALID, f"{'first' if o1 is Outcome.INVALID else 'second'} order: " \
-                                    f"{r1 if o1 is Outcome.INVALID else r2}"
-        if o1 is not o2:
-            tie = (identity.get("on_disagreement") or "tie") == "tie"
-            return (Outcome.TIE if tie else Outcome.INVALID), f"the two orders disagree ({o1.value} then {o2.value})"
-        return o1, None
+        # each order in its own shown order, as the judge had them (the merge flips the second back)
+        first, second = (Label(*_parse_one(parse, text, f), raw=text, finish_reason=f)
+                         for text, f in zip(raw.split(BOTH_ORDERS_SEP, 1), (f1, f2)))
+        merged = merge_both_orders(first, second, identity.get("on_disagreement") or "tie")
+        return merged.outcome, merged.reason
     if finish_reason == NOT_AN_ANSWER:
         return None
     return _parse_one(parse, raw, finish_reason)
@@ -167,7 +162,7 @@ def preference_set(ledger: Ledger, run_dir: Path) -> PreferenceSet:
                         for s in (False, True):
                             hit = by_key.get(request_key(ident, pair, s))
                             if hit is not None:
-                                lab = reorient(_label_of(hit), s)
+                                lab = _label_of(hit).oriented(s)
                                 break
                         if lab is not None:
                             break

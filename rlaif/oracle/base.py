@@ -6,7 +6,11 @@ side), P(a) where the judge gives one, the raw output, whether the order shown w
 tokens, cost, latency and attempts.
 
 The position swap is decided here, deterministically from (seed, pair id), so a resumed or
-repeated run shows every pair in the same order and its ledger key is stable.
+repeated run shows every pair in the same order and its ledger key is stable; an answer about a
+swapped showing is put back in the pair's order by :meth:`Label.flipped <rlaif.types.Label.flipped>`.
+
+:func:`merge_both_orders` is the one both-orders rule (a pair asked as shown and swapped): the
+openai judge answers with it and ``rlaif reparse`` re-reads its stored answers with it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 from rlaif.errors import RlaifError
-from rlaif.types import Label, Pair
+from rlaif.oracle.parsing import NOT_AN_ANSWER, join_finish_reasons
+from rlaif.types import Label, Outcome, Pair, Spend
+
+BOTH_ORDERS_SEP = "\n---\n"  # between the two raw answers of a both-orders label
 
 
 @dataclass
@@ -31,18 +38,6 @@ class OracleConfig:
     batch_size: int = field(default=1, metadata={"help": "pairs per call of judge_shown"})
     concurrency: int = field(default=1, metadata={"help": "batches in flight at once", "fingerprint": False})
     seed: int = field(default=0, metadata={"help": "seed of the judge's own random choices (swaps)"})
-
-
-@dataclass
-class Spend:
-    """What a call costs (or may cost, when reserved): labels, dollars, tokens."""
-
-    labels: int = 0
-    dollars: float = 0.0
-    tokens: int = 0
-
-    def __add__(self, o: "Spend") -> "Spend":
-        return Spend(self.labels + o.labels, self.dollars + o.dollars, self.tokens + o.tokens)
 
 
 class OracleError(RlaifError, RuntimeError):
@@ -102,14 +97,13 @@ class Oracle(ABC):
         labels = await self.judge_shown(shown)
         if len(labels) != len(pairs):
             raise RuntimeError(f"{self.name} returned {len(labels)} labels for {len(pairs)} pairs")
+        out = []
         for lab, s in zip(labels, swaps):
-            if s:
-                lab.outcome = lab.outcome.flipped()
-                if lab.p_a is not None:
-                    lab.p_a = 1.0 - lab.p_a
+            lab = lab.flipped() if s else lab  # an answer in the shown order, put in the pair's order
             lab.swapped = s
             lab.judge = lab.judge or self.name
-        return labels
+            out.append(lab)
+        return out
 
     def label(self, pairs: Sequence[Pair]) -> list[Label]:
         """Synchronous convenience (no ledger, no budget): for scripts and tests."""
@@ -126,3 +120,30 @@ class Oracle(ABC):
                 await self.aclose()
 
         return asyncio.run(go())
+
+
+def merge_both_orders(first: Label, second: Label, on_disagreement: str = "tie") -> Label:
+    """One label from a pair asked twice: ``first`` as shown, ``second`` as shown the other way round
+    (in that showing's own order; flipped back here).
+
+    Either order invalid: invalid, naming the order. The orders disagree: a tie, or invalid where
+    ``on_disagreement`` is ``"invalid"``. P(a) is the mean of both where both give one. The raw
+    answers are kept joined by :data:`BOTH_ORDERS_SEP`, and the finish reasons one per order (an
+    order that got no answer has no text to parse again: :data:`NOT_AN_ANSWER`).
+    """
+    second = second.flipped()
+    merged = Label(outcome=first.outcome, p_a=None, raw=f"{first.raw}{BOTH_ORDERS_SEP}{second.raw}",
+                   tokens_in=first.tokens_in + second.tokens_in, tokens_out=first.tokens_out + second.tokens_out,
+                   cost=first.cost + second.cost, latency=first.latency + second.latency,
+                   attempts=first.attempts + second.attempts,
+                   finish_reason=join_finish_reasons(
+                       NOT_AN_ANSWER if lab.raw is None else lab.finish_reason for lab in (first, second)))
+    if Outcome.INVALID in (first.outcome, second.outcome):
+        bad = first if first.outcome is Outcome.INVALID else second
+        merged.outcome, merged.reason = Outcome.INVALID, f"{'first' if bad is first else 'second'} order: {bad.reason}"
+    elif first.outcome is not second.outcome:
+        merged.outcome = Outcome.TIE if on_disagreement == "tie" else Outcome.INVALID
+        merged.reason = f"the two orders disagree ({first.outcome.value} then {second.outcome.value})"
+    if first.p_a is not None and second.p_a is not None:
+        merged.p_a = (first.p_a + second.p_a) / 2
+    return merged

@@ -36,9 +36,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from rlaif.oracle import parsing, templates
 from rlaif.oracle.call_slots import CallSlots
-from rlaif.oracle.base import Oracle, OracleConfig, OracleError, Spend
+from rlaif.oracle.base import Oracle, OracleConfig, OracleError, merge_both_orders
 from rlaif.registry import ConfigError
-from rlaif.types import Label, Outcome, Pair
+from rlaif.types import Label, Pair, Spend
 
 log = logging.getLogger(__name__)
 
@@ -337,26 +337,8 @@ class OpenAIOracle(Oracle):
         first = await self._ask(pair)
         if not self.cfg.both_orders:
             return first
-        second = await self._ask(pair.swapped())  # in the swapped pair's order: flip back
-        second.outcome = second.outcome.flipped()
-        if second.p_a is not None:
-            second.p_a = 1.0 - second.p_a
-        merged = Label(outcome=first.outcome, p_a=None, raw=f"{first.raw}\n---\n{second.raw}",
-                       tokens_in=first.tokens_in + second.tokens_in, tokens_out=first.tokens_out + second.tokens_out,
-                       cost=first.cost + second.cost, latency=first.latency + second.latency,
-                       attempts=first.attempts + second.attempts,
-                       # per order; an order that got no answer has no text to parse again (reparse)
-                       finish_reason=parsing.join_finish_reasons(
-                           parsing.NOT_AN_ANSWER if lab.raw is None else lab.finish_reason for lab in (first, second)))
-        if Outcome.INVALID in (first.outcome, second.outcome):
-            bad = first if first.outcome is Outcome.INVALID else second
-            merged.outcome, merged.reason = Outcome.INVALID, f"{'first' if bad is first else 'second'} order: {bad.reason}"
-        elif first.outcome is not second.outcome:
-            merged.outcome = Outcome.TIE if self.cfg.on_disagreement == "tie" else Outcome.INVALID
-            merged.reason = f"the two orders disagree ({first.outcome.value} then {second.outcome.value})"
-        if first.p_a is not None and second.p_a is not None:
-            merged.p_a = (first.p_a + second.p_a) / 2
-        return merged
+        second = await self._ask(pair.swapped())  # in the swapped pair's order: the merge flips it back
+        return merge_both_orders(first, second, self.cfg.on_disagreement)
 
     def _wait(self, state: Any) -> float:
         backoff = wait_exponential_jitter(initial=self.cfg.backoff_initial_s, max=self.cfg.backoff_max_s,
@@ -381,64 +363,78 @@ class OpenAIOracle(Oracle):
         """One judgement of ``pair`` as shown, with retries. Outcome in the shown order."""
         if self._client is None:
             raise OracleError(f"oracle {self.name!r}: call setup() before judging")
-        c = self.cfg
-        content = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
-        bound = len(content.encode("utf-8")) + CHAT_OVERHEAD_TOKENS + c.max_tokens
-        kwargs: dict[str, Any] = {"model": c.model, "messages": [{"role": "user", "content": content}],
-                                  "temperature": c.temperature, "max_tokens": c.max_tokens}
-        if c.mode == "logprobs":
-            kwargs.update(logprobs=True, top_logprobs=c.top_logprobs)
+        body, bound = self._request(pair)
         attempts = 0
         t0 = time.monotonic()
-
-        async def send() -> Any:  # one HTTP attempt, made in a call slot
-            if self._rpm:
-                await self._rpm.acquire(1)
-            if self._tpm:
-                await self._tpm.acquire(bound)
-            if self._lean is not None:
-                return await self._lean.post(kwargs)
-            client = self._clients[next(self._next) % len(self._clients)]
-            # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
-            # without re-validating the request parameters or building pydantic models of the
-            # answer (about a millisecond of CPU per call); the JSON is read below
-            return (await client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)).content
 
         async def call() -> Any:
             nonlocal attempts
             assert self._slots is not None
             attempts += 1
-            return await self._slots.call(send, retry=attempts > 1)
+            return await self._slots.call(lambda: self._send(body, bound), retry=attempts > 1)
 
         try:
-            # the first attempt goes straight; tenacity takes over only after a failure (its machinery
-            # costs ~0.3 ms of CPU a call: 15% of the client's CPU against a fast local judge)
-            try:
-                resp = await call()
-            except Exception as e:
-                if not _retryable(e) or c.max_attempts <= 1:
-                    raise
-                resp = await self._retry(call, e)
+            resp = await self._with_retries(call)
         except (sdk.AuthenticationError, sdk.PermissionDeniedError, sdk.NotFoundError) as e:
-            raise OracleError(f"oracle {self.name!r}: fatal error from {self.base_url} (model {c.model!r}): "
+            raise OracleError(f"oracle {self.name!r}: fatal error from {self.base_url} (model {self.cfg.model!r}): "
                               f"{self._describe(e)}") from None
         except sdk.OpenAIError as e:  # every other failure is an invalid label with its reason
-            what = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: " if _retryable(e)
-                    else "rejected by the server: ")
-            log.warning("judge request failed: %s%s", what, self._describe(e))
-            return Label.invalid(what + self._describe(e), attempts=attempts, latency=time.monotonic() - t0)
+            return self._gave_up(e, attempts, t0)
         # a paid answer from here on: usage as reported (the bound where the server reports none)
-        latency = time.monotonic() - t0
+        return self._answer(resp, bound, attempts, time.monotonic() - t0)
+
+    def _request(self, pair: Pair) -> tuple[dict[str, Any], int]:
+        """The chat request's body for ``pair`` as shown, and the bound on its tokens (in + out)."""
+        c = self.cfg
+        content = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
+        bound = len(content.encode("utf-8")) + CHAT_OVERHEAD_TOKENS + c.max_tokens
+        body: dict[str, Any] = {"model": c.model, "messages": [{"role": "user", "content": content}],
+                                "temperature": c.temperature, "max_tokens": c.max_tokens}
+        if c.mode == "logprobs":
+            body.update(logprobs=True, top_logprobs=c.top_logprobs)
+        return body, bound
+
+    async def _send(self, body: dict[str, Any], bound: int) -> Any:
+        """One HTTP attempt (made in a call slot), after the client-side rate limits."""
+        if self._rpm:
+            await self._rpm.acquire(1)
+        if self._tpm:
+            await self._tpm.acquire(bound)
+        if self._lean is not None:
+            return await self._lean.post(body)
+        client = self._clients[next(self._next) % len(self._clients)]
+        # the SDK's documented raw route: same transport, auth, errors and retries-by-status,
+        # without re-validating the request parameters or building pydantic models of the
+        # answer (about a millisecond of CPU per call); the JSON is read in _answer
+        return (await client.post("/chat/completions", cast_to=httpx2.Response, body=body)).content
+
+    async def _with_retries(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        # the first attempt goes straight; tenacity takes over only after a failure (its machinery
+        # costs ~0.3 ms of CPU a call: 15% of the client's CPU against a fast local judge)
+        try:
+            return await call()
+        except Exception as e:
+            if not _retryable(e) or self.cfg.max_attempts <= 1:
+                raise
+            return await self._retry(call, e)
+
+    def _gave_up(self, e: BaseException, attempts: int, t0: float) -> Label:
+        """The invalid label of a request that got no answer (retries exhausted, or rejected)."""
+        what = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: " if _retryable(e)
+                else "rejected by the server: ")
+        log.warning("judge request failed: %s%s", what, self._describe(e))
+        return Label.invalid(what + self._describe(e), attempts=attempts, latency=time.monotonic() - t0)
+
+    def _answer(self, resp: bytes, bound: int, attempts: int, latency: float) -> Label:
+        """The label of a paid answer: its verdict, or INVALID where the body is not a chat completion."""
+        c = self.cfg
         try:
             data = json.loads(resp)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            body = resp.decode("utf-8", "replace")[:2000]
-            return Label.invalid("the server answered with something that is not a chat completion (not JSON)",
-                                 raw=body, tokens_in=bound - c.max_tokens, tokens_out=c.max_tokens,
-                                 cost=self._price(bound - c.max_tokens, c.max_tokens), latency=latency,
-                                 attempts=attempts, finish_reason=parsing.NOT_AN_ANSWER)
+            return self._not_an_answer("the server answered with something that is not a chat completion (not JSON)",
+                                       resp, bound - c.max_tokens, c.max_tokens, attempts, latency)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         t_in = usage.get("prompt_tokens")
         t_in = int(t_in) if isinstance(t_in, (int, float)) else bound - c.max_tokens
@@ -447,9 +443,7 @@ class OpenAIOracle(Oracle):
         choices = data.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is None:
-            return Label.invalid("the server answered with no choices", raw=resp.decode("utf-8", "replace")[:2000],
-                                 tokens_in=t_in, tokens_out=t_out, cost=self._price(t_in, t_out), latency=latency,
-                                 attempts=attempts, finish_reason=parsing.NOT_AN_ANSWER)
+            return self._not_an_answer("the server answered with no choices", resp, t_in, t_out, attempts, latency)
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         text = message.get("content")
         text = text if isinstance(text, str) else None
@@ -463,3 +457,9 @@ class OpenAIOracle(Oracle):
         return Label(outcome=verdict.outcome, reason=verdict.reason, p_a=p_a, raw=text, tokens_in=t_in,
                      tokens_out=t_out, cost=self._price(t_in, t_out), latency=latency, attempts=attempts,
                      finish_reason=finish)
+
+    def _not_an_answer(self, why: str, resp: bytes, t_in: int, t_out: int, attempts: int, latency: float) -> Label:
+        """A paid body that holds no answer: INVALID, kept (cut short) but never parsed again (reparse)."""
+        return Label.invalid(why, raw=resp.decode("utf-8", "replace")[:2000], tokens_in=t_in, tokens_out=t_out,
+                             cost=self._price(t_in, t_out), latency=latency, attempts=attempts,
+                             finish_reason=parsing.NOT_AN_ANSWER)

@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from rlaif.oracle.base import Oracle, OracleConfig, Spend
+from rlaif.oracle.base import Oracle, OracleConfig
 from rlaif.registry import ConfigError
-from rlaif.types import Label, Outcome, Pair
+from rlaif.types import Label, Outcome, Pair, Spend
 
 POSITIVE = frozenset("""good great excellent amazing wonderful best love loved loves lovely brilliant superb
 fantastic enjoyable enjoyed beautiful fun funny perfect masterpiece favorite favourite touching moving
@@ -161,8 +161,7 @@ class SimulatedOracle(Oracle):
                 lab.outcome, lab.p_a, lab.reason = Outcome.A, 1.0, None
                 lab.raw = f"[position bias: first shown] {lab.raw or ''}".strip()
             elif u_flip < c.flip_rate and lab.outcome.decisive:
-                lab.outcome = lab.outcome.flipped()
-                lab.p_a = None if lab.p_a is None else 1.0 - lab.p_a
+                lab = lab.flipped()
                 lab.raw = f"[flipped] {lab.raw or ''}".strip()
             out.append(lab)
         return out

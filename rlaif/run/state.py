@@ -39,16 +39,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlaif.errors import RlaifError
-from rlaif.labels.ledger import canonical
 # label_fingerprint (and its error) live in rlaif.run.fingerprint; importable from here as before
 from rlaif.run.fingerprint import ConfigChangedError, label_fingerprint, refuse_changed  # noqa: F401
-from rlaif.types import Pair
+from rlaif.types import Pair, canonical_json
 
 STATE_VERSION = 1
 
 def round_seed(seed: int, round: int, *tags: Any) -> int:
     """A 63-bit seed derived from (seed, round, tags...): the per-round RNG needs no saved state."""
-    h = hashlib.sha256(canonical([int(seed), int(round), *tags]).encode()).digest()
+    h = hashlib.sha256(canonical_json([int(seed), int(round), *tags]).encode()).digest()
     return int.from_bytes(h[:8], "big") >> 1
 
 
@@ -135,7 +134,7 @@ class RunState:
         if ledger is not None:
             resumed = ledger.check_config(fingerprint, allow_changed=allow_changed) or resumed
         if old is None or allow_changed:
-            self.data["config_fingerprint"] = json.loads(canonical(fingerprint))
+            self.data["config_fingerprint"] = json.loads(canonical_json(fingerprint))
         if resumed:
             self.data["resumes"] = int(self.data.get("resumes", 0)) + 1
         self._save()
