@@ -55,9 +55,29 @@ def _imdb(cfg, tokenizer) -> PromptSet:
     return PromptSet(train=out[cfg.eval_prompts:], eval=out[:cfg.eval_prompts])
 
 
-def _jsonl(cfg, tokenizer) -> PromptSet:
-    from rlaif.run.startup import check_prompt_file
+def check_prompt_file(task) -> None:
+    """``task=jsonl``: the prompt file is given, exists, is a file, and is UTF-8 text."""
+    if not task.path:
+        raise TaskError("task=jsonl needs the prompt file: add task.path=PROMPTS.jsonl (one {\"prompt\": ...} "
+                        "object per line)")
+    path = Path(str(task.path)).expanduser()
+    if path.is_dir():
+        raise TaskError(f"task.path: {str(path)!r} is a directory, not a prompt file")
+    if not path.exists():
+        raise TaskError(f"task.path: prompt file {str(path)!r} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TaskError(f"task.path: cannot read {str(path)!r} ({e.strerror})") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise TaskError(f"task.path: {str(path)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                        "save it as UTF-8") from None
 
+
+def _jsonl(cfg, tokenizer) -> PromptSet:
     check_prompt_file(cfg)  # given, a file, UTF-8
     path = Path(cfg.path).expanduser()
     rows = []

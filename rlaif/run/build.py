@@ -79,7 +79,8 @@ class Parts:
 def validate(cfg: DictConfig) -> None:
     """Cheap checks that fail before any model is loaded or any label is bought."""
     from rlaif.assets import resolve_model
-    from rlaif.run.startup import check_config, check_context, check_prompt_file
+    from rlaif.run.startup import check_config, check_context
+    from rlaif.tasks import check_prompt_file
 
     check_config(cfg)  # unknown keys in typed groups, secrets, ranges, trainer.report_to installed, modes
     for group in ("generator", "acquisition", "oracle"):

@@ -4,7 +4,7 @@ label is bought and before anything is written into the run directory.
 - :func:`check_config` (called by :func:`rlaif.run.build.validate`): unknown keys that ``+key=...``
   added to a typed group, secrets in the config, out-of-range values, a ``trainer.report_to``
   package that is not installed, the modes each group's dataclass checks itself (``__post_init__``);
-  then :func:`check_prompt_file`, :func:`check_context`: a prompt file that is missing, a directory
+  then :func:`rlaif.tasks.check_prompt_file`, :func:`check_context`: a prompt file that is missing, a directory
   or not UTF-8, prompts that cannot fit the policy's context;
 - :class:`StartupChecks`: a Hydra callback that runs before Hydra creates the output directory or
   writes anything (secrets in the overrides, an output directory that cannot be created);
@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 
 from rlaif.errors import RlaifError
 from rlaif.registry import ConfigError
+from rlaif.tasks import TaskError
 
 # keys whose values are secrets (rlaif.cli.common.redact drops them from saved configs); *_env keys name an
 # environment variable instead and are allowed
@@ -213,30 +214,6 @@ def check_config(cfg: Any) -> None:
 
 
 # -- prompts, context -------------------------------------------------------------------------------
-def check_prompt_file(task: Any) -> None:
-    """``task=jsonl``: the prompt file is given, exists, is a file, and is UTF-8 text."""
-    from rlaif.tasks import TaskError
-
-    if not task.path:
-        raise TaskError("task=jsonl needs the prompt file: add task.path=PROMPTS.jsonl (one {\"prompt\": ...} "
-                        "object per line)")
-    path = Path(str(task.path)).expanduser()
-    if path.is_dir():
-        raise TaskError(f"task.path: {str(path)!r} is a directory, not a prompt file")
-    if not path.exists():
-        raise TaskError(f"task.path: prompt file {str(path)!r} does not exist")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TaskError(f"task.path: cannot read {str(path)!r} ({e.strerror})") from None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise TaskError(f"task.path: {str(path)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
-                        "save it as UTF-8") from None
-
-
 def model_context(name_or_path: str) -> int | None:
     """The policy's context length in tokens, from its config.json (None when unknown)."""
     from rlaif.assets import resolve_model
@@ -256,8 +233,6 @@ def model_context(name_or_path: str) -> int | None:
 def check_context(cfg: Any) -> None:
     """The longest prompt (task.max_prompt_tokens) plus the completion (task.max_new_tokens) fit the
     policy's context (and generator.max_model_len, if set)."""
-    from rlaif.tasks import TaskError
-
     ctx = model_context(cfg.policy.name_or_path)
     limit = cfg.generator.get("max_model_len") if hasattr(cfg.generator, "get") else None
     where = f"the policy's context of {ctx} tokens ({cfg.policy.name_or_path})"
