@@ -146,9 +146,6 @@ class LedgerError(RlaifError, RuntimeError):
     """The ledger file cannot be used (corrupt, foreign, wrong schema, in use)."""
 
 
-canonical = canonical_json  # the name check_config uses
-
-
 def identity_digest(identity: dict | str) -> str:
     if isinstance(identity, str):
         return identity
@@ -379,7 +376,7 @@ class Ledger:
         if old is not None and not allow_changed:
             refuse_changed(f"the run of the ledger {self.path}", json.loads(old), fingerprint)
         if old is None or allow_changed:
-            self.set_meta("config_fingerprint", canonical(fingerprint))
+            self.set_meta("config_fingerprint", canonical_json(fingerprint))
         return old is not None
 
     # -- writing ------------------------------------------------------------------------------
