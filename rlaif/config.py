@@ -34,7 +34,8 @@ from rlaif.trainer.dpo_config import DPOConfig
 
 # the class of each swappable option: its ``Config`` is the option's schema, ``_target_`` names it
 IMPLEMENTATIONS: dict[str, dict[str, str]] = {
-    "generator": {"hf": "rlaif.generator.hf.HFGenerator", "vllm": "rlaif.generator.vllm.VLLMGenerator"},
+    "generator": {"hf": "rlaif.generator.hf.HFGenerator", "vllm": "rlaif.generator.vllm.VLLMGenerator",
+                  "vllm_server": "rlaif.generator.vllm_server.VLLMServerGenerator"},
     "acquisition": {name: f"rlaif.acquisition.{name}.{cls}Acquisition" for name, cls in (
         ("random", "Random"), ("entropy", "Entropy"), ("certainty", "Certainty"), ("uncertainty", "Uncertainty"),
         ("hybrid", "Hybrid"), ("hybrid_reuse", "HybridReuse"), ("offline", "Offline"))},

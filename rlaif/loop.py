@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from rlaif.acquisition.base import AcquisitionContext
+from rlaif.errors import RlaifError
 from rlaif.labels.preferences import Preference, PreferenceSet
 from rlaif.run import metrics
 from rlaif.run.build import Models, Parts, build, load_models, validate
@@ -175,11 +176,28 @@ def _acquire(p: Parts, m: Models, progress: Progress, r: int) -> list[Pair] | No
     ctx = _context(p, m, r)
     t = time.perf_counter()
     pairs = p.acquisition.select(pool, want, ctx)
+    check_weight_versions(pairs, m.policy.version)
     stats = _acquisition_stats(ctx, time.perf_counter() - t)
     p.state.save_pairs(r, pairs)  # before labelling: a resume labels exactly these
     p.state.put(f"acquisition_{r}", stats)
     log.info("round %d: acquired %d pairs with %s in %.1fs", r, len(pairs), p.acquisition.name, stats["seconds"])
     return pairs
+
+
+class StaleWeightsError(RlaifError, RuntimeError):
+    """A pair's policy completions were sampled from other weights than the policy's current ones."""
+
+
+def check_weight_versions(pairs: list[Pair], version: int) -> None:
+    """Refuse pairs whose policy completions a generator sampled from another policy version than
+    ``version`` (completions that carry no version, and reference samples, are not checked)."""
+    for q in pairs:
+        for c in (q.a, q.b):
+            if c.source == "policy" and c.weight_version is not None and c.weight_version != version:
+                raise StaleWeightsError(
+                    f"pair {q.id} (prompt {q.prompt.id!r}) was sampled from policy version {c.weight_version}, "
+                    f"but the policy is at version {version}: the generator served stale weights; "
+                    "nothing was labelled (check the generator's weight sync, then resume)")
 
 
 def _label(p: Parts, progress: Progress,

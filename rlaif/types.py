@@ -69,6 +69,10 @@ class Completion:
     logprob: float | None = None
     token_logprobs: tuple[float, ...] | None = None
     source: str = "policy"  # "policy" (current weights) or "reference"
+    # the policy version (``Policy.version``) whose weights sampled it, where the generator knows it
+    # (the vLLM backends); runtime provenance only: not serialised, not part of equality, so saved
+    # pairs, ledgers and preferences are the same bytes as without it
+    weight_version: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

@@ -300,6 +300,7 @@ class VLLMGenerator(Generator):
             self.use_reference()
         else:
             self.sync()
+        version = self.serving if source == "policy" else None  # the policy version the engine holds
         from vllm.inputs import TokensPrompt
 
         for p in prompts:
@@ -320,7 +321,7 @@ class VLLMGenerator(Generator):
                 lps = [float(step[t].logprob) for step, t in zip(c.logprobs, toks)]
                 text = self.tokenizer.decode(toks, skip_special_tokens=True)
                 group.append(Completion(prompt=p, text=text, token_ids=tuple(toks), logprob=float(sum(lps)),
-                                        token_logprobs=tuple(lps), source=source))
+                                        token_logprobs=tuple(lps), source=source, weight_version=version))
             if len(group) != params.n:
                 raise RuntimeError(f"vLLM returned {len(group)} completions for prompt {p.id!r}, expected {params.n}")
             result.append(group)
