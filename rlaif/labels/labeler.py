@@ -38,10 +38,25 @@ from rlaif.labels.budget import WAIT, Budget, check_prices
 from rlaif.labels.group_commit import GroupCommit
 from rlaif.labels.judge_health import JudgeHealth
 from rlaif.labels.ledger import Ledger, LedgerError, identity_digest, request_key
+from rlaif.labels.shared_store import SharedStore, is_pg_url, shareable
 from rlaif.oracle.base import Oracle
 from rlaif.types import Label, Outcome, Pair, Spend
 
 log = logging.getLogger(__name__)
+
+
+def open_shared(shared: SharedStore | Ledger | str | Path | None) -> SharedStore | None:
+    """The shared store ``shared`` names: a store as it is, a cache :class:`Ledger` or a file path
+    (SQLite, :mod:`rlaif.labels.shared_sqlite`), a ``postgresql://`` URL (:mod:`rlaif.labels.ledger_pg`)."""
+    if shared is None or isinstance(shared, SharedStore):
+        return shared
+    if is_pg_url(shared):
+        from rlaif.labels.ledger_pg import PgStore
+
+        return PgStore(str(shared))
+    from rlaif.labels.shared_sqlite import SqliteStore
+
+    return SqliteStore(shared)
 
 
 def _spend_of(labels: Sequence[Label], counted: bool) -> Spend:
@@ -151,22 +166,21 @@ class _Workers:
 class Labeler:
     """Labels pairs through ``oracle`` under ``budget``, recording every request in ``ledger``.
 
-    ``shared`` is an optional cross-run cache: a :class:`Ledger` opened with ``role="cache"`` or a
-    path (opened as one). Only decisive and tie answers are shared across runs (a failed or
-    unparseable answer is never served to another run); within a run every committed answer is
-    final, so a resumed run gets exactly the answers the interrupted one paid for.
+    ``shared`` is an optional cross-run store (:func:`open_shared`): a :class:`Ledger` opened with
+    ``role="cache"``, a path (opened as one) or a ``postgresql://`` URL. Only decisive and tie
+    answers are shared across runs (a failed or unparseable answer is never served to another
+    run); within a run every committed answer is final, so a resumed run gets exactly the answers
+    the interrupted one paid for. A request another run is buying right now is waited for and
+    taken from the store free (see :meth:`_buy_shared`).
     """
 
     def __init__(self, oracle: Oracle, budget: Budget | None, ledger: Ledger,
-                 shared: Ledger | str | Path | None = None, progress: bool = True,
+                 shared: SharedStore | Ledger | str | Path | None = None, progress: bool = True,
                  eval_budget: Budget | None | str = "same", health: JudgeHealth | None = None) -> None:
         if ledger.role != "run":
             raise LedgerError(f"{ledger.path} was opened as a shared cache; the Labeler needs the run's own "
                               f"ledger (Ledger(path)) and takes the cache as shared=")
-        if shared is not None and not isinstance(shared, Ledger):
-            shared = Ledger(shared, role="cache")
-        if shared is not None and shared.role != "cache":
-            raise LedgerError(f"shared cache {shared.path} must be opened with role='cache'")
+        shared = open_shared(shared)
         self.oracle = oracle
         self.budget = budget
         self.eval_budget = budget if eval_budget == "same" else eval_budget  # None: evaluation uncapped
@@ -201,15 +215,14 @@ class Labeler:
         return request_key(self._identity_digest, pair, self.oracle.swap_for(pair))
 
     # -- cache -------------------------------------------------------------------------------------
-    def _cached(self, pair: Pair, key: str, swapped: bool, purpose: str, hit: Label | None) -> Label | None:
-        """``hit``: the run ledger's row for ``key`` (looked up in bulk by the caller), if any."""
-        if hit is None and self.shared is not None:
-            hit = self.shared.get(key)
-            if hit is not None and not hit.outcome.decisive and hit.outcome is not Outcome.TIE:
-                hit = None
-            if hit is not None:  # keep the run's own ledger complete (a free row, not paid by this run)
-                self.ledger.put(key, self.identity, pair, hit.oriented(swapped), purpose, paid=False,
-                                source=f"cache:{self.shared.path}")
+    def _cached(self, pair: Pair, key: str, swapped: bool, purpose: str, hit: Label | None,
+                shared: Label | None = None) -> Label | None:
+        """``hit``: the run ledger's row for ``key``, ``shared``: the shared store's (looked up in bulk
+        by the caller), if any."""
+        if hit is None and shareable(shared):
+            hit = shared  # keep the run's own ledger complete (a free row, not paid by this run)
+            self.ledger.put(key, self.identity, pair, hit.oriented(swapped), purpose, paid=False,
+                            source=f"cache:{self.shared.name}")
         if hit is None:
             return None
         hit = hit.oriented(swapped)
@@ -280,8 +293,9 @@ class Labeler:
             call.swaps[i] = self.oracle.swap_for(call.pairs[i])
             keys.append(request_key(self._identity_digest, call.pairs[i], call.swaps[i]))
         own = self.ledger.get_many(keys)
+        shared = self.shared.get_many([k for k in keys if k not in own]) if self.shared is not None else {}
         for i, k in zip(idx, keys):
-            hit = self._cached(call.pairs[i], k, call.swaps[i], call.purpose, own.get(k))
+            hit = self._cached(call.pairs[i], k, call.swaps[i], call.purpose, own.get(k), shared.get(k))
             if hit is None:
                 if k in call.todo:  # asked already (same texts shown in the same order)
                     call.todo[k].append(i)
@@ -316,8 +330,46 @@ class Labeler:
     async def _buy(self, call: "_Call", batch: list[str]) -> None:
         """Buy the answers to one batch of keys (a worker's job)."""
         mine = await self._not_asked_elsewhere(call, batch)
-        if not mine:
-            return
+        if self.shared is not None:
+            await self._buy_shared(call, mine)
+        elif mine:
+            await self._buy_keys(call, mine)
+
+    async def _buy_shared(self, call: "_Call", keys: list[str]) -> None:
+        """In-flight de-duplication across runs: the keys claimed here are bought; those another run
+        is buying are waited for, with no budget reserved meanwhile, and taken from the shared store
+        free once answered -- or claimed and bought here once the other run let go without a shared
+        answer (it failed, died, or its answer was invalid)."""
+        store, delay, t0 = self.shared, self.shared.poll_s, time.monotonic()
+        while keys:
+            hits, claimed = store.acquire(keys)
+            try:
+                await self._from_store(call, hits)
+                if claimed:
+                    await self._buy_keys(call, [k for k in keys if k in claimed])
+            finally:
+                store.release(claimed)  # after the answers went to the store (_purchase shares them)
+            keys = [k for k in keys if k not in hits and k not in claimed]
+            if keys and time.monotonic() - t0 > store.max_wait_s:
+                log.warning("%d request(s) claimed by another run for over %.0f s: buying them here (they may be "
+                            "paid twice)", len(keys), store.max_wait_s)
+                await self._buy_keys(call, keys)
+                return
+            if keys:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, store.poll_max_s)
+
+    async def _from_store(self, call: "_Call", hits: dict[str, Label]) -> None:
+        """Answers another run bought meanwhile: free rows in the run's ledger, one label each."""
+        for k, shared in hits.items():
+            i = call.todo[k][0]
+            lab = self._cached(call.pairs[i], k, call.swaps[i], call.purpose, None, shared)
+            if await self._take_label(call):
+                call.answers[k] = lab
+                call.stats["cached"] += len(call.todo[k])
+
+    async def _buy_keys(self, call: "_Call", mine: list[str]) -> None:
+        """Reserve the worst case of ``mine`` and buy them (or they are refused)."""
         reqs = [self._request(call, k) for k in mine]
         worst = Spend()
         for r in reqs:
@@ -424,7 +476,7 @@ class Labeler:
         if self.shared is None:
             return
         for r, lab in zip(reqs, labels):
-            if lab.outcome.decisive or lab.outcome is Outcome.TIE:
+            if shareable(lab):
                 self.shared.put(r.key, self.identity, call.pairs[r.index], lab, call.purpose, paid=True,
                                 source=f"run:{self.ledger.path}")
 

@@ -167,6 +167,27 @@ def request_key(identity: dict | str, pair: Pair, swapped: bool = False) -> str:
     return h.hexdigest()
 
 
+# the columns of a label row, in the order :func:`label_row` gives them (the shared stores write the same)
+LABEL_ROW_COLS = ("key", "judge", "judge_identity", "identity_hash", "pair_id", "round", "purpose", "prompt",
+                  "completion_a", "completion_b", "pair_json", "swapped", "outcome", "reason", "p_a", "raw",
+                  "tokens_in", "tokens_out", "cost", "latency", "attempts", "paid", "source", "parser",
+                  "reparsed_at", "started_at", "finished_at", "committed_at", "finish_reason")
+
+
+def label_row(key: str, identity: dict, pair: Pair, label: Label, purpose: str, *, paid: bool, source: str,
+              started_at: float | None = None) -> tuple:
+    """The values of one label row (:data:`LABEL_ROW_COLS`)."""
+    now = time.time()
+    return (key, label.judge or identity.get("kind", "?"), canonical_json(identity), identity_digest(identity),
+            pair.id, pair.round, purpose, pair.prompt.text, pair.a.text, pair.b.text,
+            canonical_json(pair.to_dict()),
+            int(label.swapped), Outcome(label.outcome).value, label.reason, label.p_a, label.raw,
+            int(label.tokens_in), int(label.tokens_out), float(label.cost), float(label.latency),
+            int(label.attempts), int(paid), source, None, None,
+            started_at if started_at is not None else now - float(label.latency or 0.0), now, now,
+            label.finish_reason)
+
+
 class Ledger:
     """A SQLite label ledger.
 
@@ -447,20 +468,9 @@ class Ledger:
     def _put(self, key: str, identity: dict, pair: Pair, label: Label, purpose: str = "train", *,
              paid: bool = True, source: str = "judge", pending_id: int | None = None,
              started_at: float | None = None) -> bool:
-        now = time.time()
-        row = (key, label.judge or identity.get("kind", "?"), canonical_json(identity), identity_digest(identity),
-               pair.id, pair.round, purpose, pair.prompt.text, pair.a.text, pair.b.text,
-               canonical_json(pair.to_dict()),
-               int(label.swapped), Outcome(label.outcome).value, label.reason, label.p_a, label.raw,
-               int(label.tokens_in), int(label.tokens_out), float(label.cost), float(label.latency),
-               int(label.attempts), int(paid), source, None, None,
-               started_at if started_at is not None else now - float(label.latency or 0.0), now, now,
-               label.finish_reason)
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO labels (key, judge, judge_identity, identity_hash, pair_id, round, purpose, "
-            "prompt, completion_a, completion_b, pair_json, swapped, outcome, reason, p_a, raw, tokens_in, "
-            "tokens_out, cost, latency, attempts, paid, source, parser, reparsed_at, started_at, finished_at, "
-            "committed_at, finish_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        row = label_row(key, identity, pair, label, purpose, paid=paid, source=source, started_at=started_at)
+        cur = self.db.execute(f"INSERT OR IGNORE INTO labels ({', '.join(LABEL_ROW_COLS)}) VALUES "
+                              f"({','.join('?' * len(LABEL_ROW_COLS))})", row)
         if pending_id is not None:
             self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
         return cur.rowcount == 1
