@@ -77,9 +77,15 @@ def _is_secret_key(key: str) -> bool:
 
 def check_secret_value(key: str, value: Any) -> None:
     """Refuse ``key=value`` when it would put a secret into the run's record. The value is never echoed."""
+    from rlaif.labels.shared_store import is_pg_url, redact_url, url_password
+
     last = key.rsplit(".", 1)[-1].lstrip("+~")
     if value in (None, "") or isinstance(value, (dict, list)):
         return
+    if is_pg_url(str(value).strip()) and url_password(str(value).strip()):
+        raise ConfigError(
+            f"{key.lstrip('+~')}={redact_url(str(value).strip())}: a password in a PostgreSQL URL would be saved with "
+            f"the run; it was not. Give the URL without it and export PGPASSWORD (or use ~/.pgpass)")
     if last.lower().endswith("_env"):
         s = str(value).strip()
         if not _ENV_NAME.fullmatch(s) or looks_like_secret(s):
@@ -121,10 +127,30 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def redact_override(ov: str) -> str:
+    from rlaif.labels.shared_store import redact_url
+
     key, eq, value = ov.partition("=")
     if eq and (_is_secret_key(key.lstrip("+~").rsplit(".", 1)[-1]) or looks_like_secret(value)):
         return f"{key}=<redacted>"
-    return ov
+    return redact_url(ov)  # a password in a PostgreSQL URL
+
+
+def check_ledger_cache(value: Any) -> None:
+    """``ledger_cache=postgresql://...``: a URL that cannot work, or psycopg missing, refused now (the server
+    itself is reached when the run's labeler is built, before any label is bought)."""
+    from rlaif.labels.ledger import LedgerError
+    from rlaif.labels.shared_store import check_pg_url, is_pg_url
+
+    if value in (None, ""):
+        return
+    if is_pg_url(str(value).strip()):
+        try:
+            check_pg_url(str(value).strip())
+        except LedgerError as e:
+            raise ConfigError(str(e)) from None
+    elif "://" in str(value):
+        raise ConfigError(f"ledger_cache: unsupported URL scheme {str(value).split('://', 1)[0]!r}; give a SQLite "
+                          "file path or a postgresql://USER@HOST:PORT/DATABASE URL")
 
 
 # -- typed groups, ranges ---------------------------------------------------------------------------
@@ -209,6 +235,7 @@ def check_config(cfg: Any) -> None:
     """Cheap checks of the whole config (no model loaded, nothing written)."""
     check_unknown_keys(cfg)
     check_secrets(_plain(cfg))
+    check_ledger_cache(cfg.get("ledger_cache") if hasattr(cfg, "get") else None)
     check_ranges(cfg)
     check_schemas(cfg)
 
