@@ -46,11 +46,13 @@ def start_and_run(cfg) -> dict:
     from rlaif.loop import run, validate
     from rlaif.run.state import atomic_write_text
     from rlaif.run.startup import open_run_dir, write_hydra_record
+    from rlaif.trainer.launch import refuse_distributed_launch
 
     held = None
     try:
         # check first, write after: a refused start leaves the run's config.json, config.yaml and
         # .hydra/ as they were (Hydra's own .hydra/ writing is off: hydra.output_subdir=null)
+        refuse_distributed_launch()  # under accelerate launch / torchrun: trainer.num_processes=N instead
         validate(cfg)
         hydra_cfg = HydraConfig.get()
         held = open_run_dir(cfg, hydra_cfg.runtime.output_dir)  # exists, writable, not in use, config unchanged

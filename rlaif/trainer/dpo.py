@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -97,6 +98,72 @@ def _dataset(rows: Sequence[dict], ref_logps: Sequence[tuple[float, float]]):
     })
 
 
+def trl_args(cfg: DPOConfig, *, seed: int, round_: int, output_dir: str, on_cuda: bool, compute_dtype,
+             world: int = 1):
+    """TRL's DPOConfig for one round (seeded by (seed, round)) on ``world`` processes: each takes
+    ``batch_size / world`` pairs a step, as micro-batches x gradient accumulation, so the global
+    batch stays ``batch_size`` (micro x accumulation x world)."""
+    import torch
+    from trl import DPOConfig as TRLDPOConfig
+
+    per_process = max(1, cfg.batch_size // world)
+    micro = max(1, min(cfg.micro_batch_size, per_process))
+    accum = max(1, math.ceil(per_process / micro))
+    return TRLDPOConfig(
+        output_dir=output_dir,
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup" if cfg.warmup_steps else "constant",
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        optim=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        precompute_ref_log_probs=True,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_length=None,
+        report_to=cfg.report_to,
+        logging_steps=1,  # every step: a round is often fewer steps than any larger interval
+        save_strategy="no",
+        seed=seed * 1000 + round_,
+        data_seed=seed * 1000 + round_,
+        use_cpu=not on_cuda,
+        # mixed precision in the policy's compute dtype (over float32 masters for full fine-tuning)
+        bf16=on_cuda and torch.cuda.is_bf16_supported() and compute_dtype == torch.bfloat16,
+        fp16=on_cuda and compute_dtype == torch.float16,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def fit(model, tokenizer, data, args, save_to: str | None = None):
+    """One TRL training run on ``model`` -> (TrainOutput, the trainer's log history).
+
+    ``save_to``: the trained adapter (LoRA) or model is saved there by the trainer itself
+    (:mod:`rlaif.trainer.worker`: every rank calls it, rank 0 writes; FSDP / DeepSpeed gather first).
+    """
+    _drop_ref_adapter(model)
+    _clear_trainer_patches(model)
+    model.train()
+    trainer = _token_id_trainer_cls()(model=model, ref_model=None, args=args,
+                                       train_dataset=data, processing_class=tokenizer)
+    try:
+        out = trainer.train()
+        if save_to is not None:
+            trainer.save_model(save_to)
+    finally:
+        _clear_trainer_patches(model)
+    # TRL copies the adapter as "ref" for PEFT models; our reference log-probs come from the
+    # frozen base (the paper's pi_ref), so the copy is never used: drop it.
+    _drop_ref_adapter(model)
+    model.eval()
+    return out, trainer.state.log_history
+
+
 class DPOLearner:
     """Trains the policy with DPO; ``mode=reset`` restarts from the reference each round (paper)."""
 
@@ -104,6 +171,8 @@ class DPOLearner:
                  output_dir: str | None = None) -> None:
         self.cfg, self.policy, self.reference_logprobs, self.seed = cfg, policy, reference_logprobs, seed
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="rlaif-dpo-")
+        # num_processes > 1: each round's job for the learner processes (state/round_XXXX.learner/ in a run)
+        self.work_dir = Path(self.output_dir).parent if output_dir else Path(self.output_dir)
         self.history: list[dict] = []
 
     def train(self, prefs: Sequence[Preference], round_: int) -> dict:
@@ -114,7 +183,14 @@ class DPOLearner:
             return {"steps": 0, "loss": None, "skipped": "no decisive labels"}
         if self.cfg.mode == "reset":
             self.policy.reset(round_=round_)
-        out, log_history = self._fit(_dataset(preference_rows(prefs), ref_logps), self._trl_args(round_))
+        data = _dataset(preference_rows(prefs), ref_logps)
+        if self.cfg.num_processes > 1:  # a child `accelerate launch` of N ranks trains; the weights come back
+            from rlaif.trainer.launch import fit_elsewhere
+
+            out, log_history = fit_elsewhere(self.policy, self.cfg, data, seed=self.seed, round_=round_,
+                                             job_dir=self.work_dir / f"round_{round_:04d}.learner")
+        else:
+            out, log_history = self._fit(data, self._trl_args(round_))
         self.policy.version += 1
         stats = {
             "steps": int(out.global_step),
@@ -128,56 +204,9 @@ class DPOLearner:
 
     def _trl_args(self, round_: int):
         """TRL's DPOConfig for one round (seeded by (seed, round))."""
-        import torch
-        from trl import DPOConfig as TRLDPOConfig
-
-        micro = max(1, min(self.cfg.micro_batch_size, self.cfg.batch_size))
-        accum = max(1, math.ceil(self.cfg.batch_size / micro))
-        on_cuda = self.policy.device == "cuda"
-        return TRLDPOConfig(
-            output_dir=self.output_dir,
-            beta=self.cfg.beta,
-            loss_type=[self.cfg.loss_type],
-            learning_rate=self.cfg.learning_rate,
-            lr_scheduler_type="constant_with_warmup" if self.cfg.warmup_steps else "constant",
-            warmup_steps=self.cfg.warmup_steps,
-            num_train_epochs=self.cfg.epochs,
-            per_device_train_batch_size=micro,
-            gradient_accumulation_steps=accum,
-            optim=self.cfg.optimizer,
-            weight_decay=self.cfg.weight_decay,
-            max_grad_norm=self.cfg.max_grad_norm,
-            precompute_ref_log_probs=True,
-            gradient_checkpointing=self.cfg.gradient_checkpointing,
-            max_length=None,
-            report_to=self.cfg.report_to,
-            logging_steps=1,  # every step: a round is often fewer steps than any larger interval
-            save_strategy="no",
-            seed=self.seed * 1000 + round_,
-            data_seed=self.seed * 1000 + round_,
-            use_cpu=not on_cuda,
-            # mixed precision in the policy's compute dtype (over float32 masters for full fine-tuning)
-            bf16=on_cuda and torch.cuda.is_bf16_supported() and self.policy.compute_dtype == torch.bfloat16,
-            fp16=on_cuda and self.policy.compute_dtype == torch.float16,
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-            disable_tqdm=False,
-        )
+        return trl_args(self.cfg, seed=self.seed, round_=round_, output_dir=self.output_dir,
+                        on_cuda=self.policy.device == "cuda", compute_dtype=self.policy.compute_dtype)
 
     def _fit(self, data, args):
         """One TRL training run on the policy's model -> (TrainOutput, the trainer's log history)."""
-        model = self.policy.model
-        _drop_ref_adapter(model)
-        _clear_trainer_patches(model)
-        model.train()
-        trainer = _token_id_trainer_cls()(model=model, ref_model=None, args=args,
-                                           train_dataset=data, processing_class=self.policy.tokenizer)
-        try:
-            out = trainer.train()
-        finally:
-            _clear_trainer_patches(model)
-        # TRL copies the adapter as "ref" for PEFT models; our reference log-probs come from the
-        # frozen base (the paper's pi_ref), so the copy is never used: drop it.
-        _drop_ref_adapter(model)
-        model.eval()
-        return out, trainer.state.log_history
+        return fit(self.policy.model, self.policy.tokenizer, data, args)

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from rlaif.registry import ConfigError
+
+KEEP = {"fingerprint": False}  # how the work is laid out over processes changes no label (rlaif.config.KEEP)
+
+
+def accelerate_config_path(path: Optional[str]) -> Path:
+    """The accelerate config file of ``trainer.accelerate_config``: as given (absolute, or relative to
+    the working directory), else relative to rlaif's configs (``conf/accelerate/fsdp.yaml`` from
+    anywhere, an installed wheel's copy included); unset: ``conf/accelerate/ddp.yaml``."""
+    from rlaif.paths import CONF_DIR
+
+    if not path:
+        return CONF_DIR / "accelerate" / "ddp.yaml"
+    given = Path(path).expanduser()
+    for candidate in (given, CONF_DIR.parent / given, CONF_DIR / given):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"trainer.accelerate_config: no such file {path!r} (ready ones: "
+                      f"conf/accelerate/ddp.yaml, fsdp.yaml, deepspeed_zero3.yaml)")
 
 
 @dataclass
@@ -35,7 +54,22 @@ class DPOConfig:
         "help": "recompute activations in backward (saves memory, costs ~1/3 more compute)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss (sigmoid: the DPO paper's)"})
     report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard"})
+    num_processes: int = field(default=1, metadata={
+        "help": "processes (one per GPU) DPO trains on each round; 1: in the rlaif process itself. N > 1: "
+                "a child 'accelerate launch' of N ranks (DDP by default) trains on the round's pairs while "
+                "acquisition and labelling stay here; the global batch stays batch_size (micro x accumulation "
+                "x N), so batch_size must be a multiple of N", **KEEP})
+    accelerate_config: Optional[str] = field(default=None, metadata={
+        "help": "accelerate config file for num_processes > 1 (null: conf/accelerate/ddp.yaml); ready: "
+                "conf/accelerate/fsdp.yaml, conf/accelerate/deepspeed_zero3.yaml", **KEEP})
 
     def __post_init__(self) -> None:
         if self.mode not in ("reset", "continue"):
             raise ConfigError(f"trainer.mode must be 'reset' or 'continue', got {self.mode!r}")
+        if not isinstance(self.num_processes, int) or self.num_processes < 1:
+            raise ConfigError(f"trainer.num_processes must be at least 1, got {self.num_processes!r}")
+        if self.batch_size % self.num_processes:
+            raise ConfigError(f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.num_processes "
+                              f"({self.num_processes}): the global batch is split evenly over the processes")
+        if self.num_processes > 1 or self.accelerate_config:
+            accelerate_config_path(self.accelerate_config)  # a missing file fails here, before any label is bought
