@@ -16,7 +16,11 @@ One call of :meth:`Labeler.alabel` runs in named stages, sharing its state (:cla
 * look-up (``_look_up``): ledger and shared-cache hits, each taking its training label from the
   budget; the misses become one :class:`Request` per distinct key, batched for
 * the worker pool (:class:`_Workers`): a fixed set of workers taking the batches in order, and
-* purchase (``_buy`` / ``_purchase``): reserve -> pending row -> judge -> commit -> settle.
+* purchase (``_buy`` / ``_purchase``): reserve -> pending row -> judge -> commit -> settle. With
+  a shared store (``ledger_cache=``), a key is first claimed in it (``_buy_shared``): a request
+  another run is buying right now is not bought again -- it is waited for (no budget reserved
+  meanwhile) and taken from the store free, or bought here if that run let go without a shared
+  answer (it died, failed, or got an invalid answer, which is never shared).
 
 What holds whatever is interrupted: a paid label is never lost or paid twice (it is committed
 before it is handed out, and a request that was sent without a committed answer is recorded as
