@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import httpx
+import psutil
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from rlaif.errors import RlaifError
@@ -83,21 +84,22 @@ class ServerPool:
         self._rr = 0
 
     # -- processes ------------------------------------------------------------------------------
-    def launch(self, n: int, argv: list[str], env: dict[str, str], log_dir: Path, start_timeout: float) -> None:
-        """Start ``n`` local servers (``argv``: the api_server arguments after ``--port``) and wait
-        until every one answers ``/health``."""
+    def launch(self, n: int, argv: list[str], env: Callable[[int], dict[str, str]], log_dir: Path,
+               start_timeout: float) -> None:
+        """Start ``n`` local servers (``argv``: the api_server arguments after ``--port``; ``env(i)``:
+        the i-th one's extra environment) and wait until every one answers ``/health``."""
         if self._guard is None:
             self._guard = orphan_guard.guard()
         log_dir.mkdir(parents=True, exist_ok=True)
         started = []
-        for _ in range(n):
+        for i in range(n):
             port = free_port()
             path = log_dir / f"vllm-server-{port}.log"
             cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
                    "--port", str(port), *argv]
             with open(path, "wb") as fh:
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, **env})
+                                        env={**os.environ, **env(i)})
             s = Server(f"http://127.0.0.1:{port}", proc=proc, log_path=path)
             self.servers.append(s)
             started.append(s)
@@ -127,15 +129,28 @@ class ServerPool:
             return False
 
     def close(self) -> None:
-        procs = [s.proc for s in self.servers if s.proc is not None and s.proc.poll() is None]
-        for p in procs:
-            p.terminate()
-        for p in procs:
+        """Stop the launched servers (their engine processes included); forget them."""
+        procs, heads = [], []
+        for s in self.servers:
+            if s.proc is not None and s.proc.poll() is None:
+                try:
+                    head = psutil.Process(s.proc.pid)
+                    procs += [head, *head.children(recursive=True)]
+                    heads.append(head)
+                except psutil.Error:
+                    continue
+        for p in heads:
+            p.terminate()  # the api_server stops its own engine core first
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for p in alive:
             try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(10)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        for s in self.servers:
+            if s.proc is not None:
+                s.proc.poll()  # reap
         self.servers = [s for s in self.servers if s.proc is None]
         self.client.close()
         if self._guard is not None:
@@ -165,8 +180,9 @@ class ServerPool:
     def _mark_dead(self, s: Server, why: str) -> None:
         if s.alive:
             s.alive = False
-            log.warning("vLLM server %s is gone (%s); its requests go to the %d other(s)", s.url, why,
-                        len(self.live))
+            tail = s.log_tail(8)
+            log.warning("vLLM server %s is gone (%s); its requests go to the %d other(s)%s", s.url, why,
+                        len(self.live), f"; its log ({s.log_path}) ends:\n{tail}" if tail else "")
 
     def post(self, s: Server, path: str, body: dict | None = None, serial: bool = False) -> Any:
         """One request to server ``s``; raises :class:`_ServerGone` if the server died under it."""

@@ -73,6 +73,10 @@ class VLLMServerGeneratorConfig:
         "help": "how score() computes policy log-probs: auto (hf with LoRA, else vllm) | vllm "
                 "(prompt_logprobs through a server) | hf (the policy's HF model)"})
     score_batch_size: int = field(default=32, metadata={"help": "sequences per HF scoring pass"})
+    score_serial: Optional[bool] = field(default=None, metadata={
+        "help": "score_backend=vllm: one prompt_logprobs request at a time per server (on CPU a batch of "
+                "several kills a LoRA-enabled engine); default: true unless every server was launched "
+                "here without LoRA"})
     sync_dir: Optional[str] = field(default=None, metadata={
         "help": "where pushed weights are written; every server must read it (default: a temporary "
                 "directory, removed by close(); fine for launched servers)"})
@@ -179,7 +183,7 @@ class VLLMServerGenerator(Generator):
             self.base_name = self.base_name or "rlaif-base"
             if cfg.launch:
                 log.info("launching %d vLLM server(s) on %s", cfg.launch, self.policy.model_dir)
-                pool.launch(cfg.launch, self.server_args(), self.server_env(), Path(cfg.log_dir or self.sync_dir),
+                pool.launch(cfg.launch, self.server_args(), self.server_env, Path(cfg.log_dir or self.sync_dir),
                             cfg.start_timeout)
                 self.max_model_len = min(self.max_model_len or 1 << 30, self._launch_len())
         except BaseException:
@@ -238,11 +242,18 @@ class VLLMServerGenerator(Generator):
             args += ["--enable-lora", "--max-lora-rank", str(rank), "--max-loras", "2"]
         return args + [str(a) for a in cfg.extra_server_args]
 
-    def server_env(self) -> dict[str, str]:
+    def server_env(self, i: int = 0) -> dict[str, str]:
+        """The environment of the i-th launched server (of ``launch``)."""
         env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1", "HF_HUB_OFFLINE": "1",
                "VLLM_LOGGING_LEVEL": self.cfg.log_level}
         if not self.on_cuda:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(self.cfg.kv_cache_gib)))
+            bind = self.cfg.cpu_threads_bind
+            if bind == "auto":
+                env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or _cores_for(
+                    i, self.cfg.launch)
+            elif bind:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = bind
         return env
 
     def close(self) -> None:
@@ -418,7 +429,9 @@ class VLLMServerGenerator(Generator):
                        prompt=list(completions[i].prompt.token_ids) + list(completions[i].token_ids))
                   for i in via]
         # LoRA-enabled engines on CPU die on a batch of several prompt_logprobs requests: one at a time
-        answers = self.pool.map("/v1/completions", bodies, serial=self.mode == "lora")
+        serial = self.cfg.score_serial if self.cfg.score_serial is not None else bool(
+            self.mode == "lora" or self.cfg.urls)
+        answers = self.pool.map("/v1/completions", bodies, serial=serial)
         for i, a in zip(via, answers):
             c, pl = completions[i], a["choices"][0]["prompt_logprobs"]
             lo = len(c.prompt.token_ids)
