@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
 from rlaif.cli import help
@@ -75,6 +76,59 @@ def with_launcher_overrides(args: list[str]) -> list[str]:
     if not any(a.lstrip("+~").startswith("threads=") for a in args):
         added.append("threads=${rlaif.job_threads:}")
     return args[:at + 1] + added + args[at + 1:]
+
+
+class JobFailed(CompactHydraException):
+    """A job of a sweep that failed in a launcher's worker process. Raised there instead of ``SystemExit``
+    (which would kill a Ray worker, or stop joblib's other jobs): the launcher records it, the sweep's
+    other jobs run to their end, and Hydra then prints the first failure in this one line."""
+
+
+def _under_launcher() -> bool:
+    """In a job of a multirun that a launcher other than Hydra's basic one runs (another process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and not str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher")
+
+
+def _job_failed(e: BaseException) -> JobFailed:
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlaif.errors import user_error_message
+
+    hc = HydraConfig.get()
+    shown = " ".join(o for o in hc.overrides.task if not o.startswith(("threads=$", "threads=${")))
+    cause = e.__context__ if isinstance(e, SystemExit) else e
+    why = (user_error_message(cause) or f"{type(cause).__name__}: {cause}") if cause is not None else (
+        f"exit status {e.code}" if isinstance(e, SystemExit) else str(e))
+    return JobFailed(f"rlaif: error: job #{hc.job.num} ({shown}) failed: {why} [run directory "
+                     f"{hc.runtime.output_dir}; the sweep's other jobs ran on]")
+
+
+def launcher_job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The task function of ``@hydra.main``, for launchers that run each job in another process (joblib,
+    Ray, submitit): a failure raises :class:`JobFailed` (its traceback printed in the job's own output)
+    instead of exiting that process. Under Hydra's basic launcher and for a single run, unchanged."""
+    import functools
+
+    @functools.wraps(task)
+    def job(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except (Exception, SystemExit) as e:
+            if not _under_launcher() or isinstance(e, JobFailed) or (isinstance(e, SystemExit) and not e.code):
+                raise
+            if not isinstance(e, SystemExit):
+                import traceback
+
+                traceback.print_exc()
+            raise _job_failed(e) from None
+
+    return job
 
 
 def register_resolvers() -> None:

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-from rlaif.cli.common import CONF_DIR, run_hydra, setup_env
+from rlaif.cli.common import CONF_DIR, launcher_job, run_hydra, setup_env
 
 
 def print_summary(s: dict) -> None:
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+    @launcher_job  # a failed job of a sweep under joblib/Ray/submitit: reported, the other jobs go on
     def app(cfg) -> float | None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         summary = start_and_run(cfg)
