@@ -102,6 +102,10 @@ def worker(a: argparse.Namespace) -> None:
     ledger = Ledger(Path(a.run_dir) / "ledger.sqlite")
     labeler = Labeler(oracle, Budget(labels=10_000), ledger, progress=False)
     labeler.shared = store  # after construction: a NoClaims wrapper is not a SharedStore
+    if a.go_file:  # ready; start when every run is (a file the parent creates)
+        Path(f"{a.go_file}.ready.{os.getpid()}").touch()
+        while not os.path.exists(a.go_file):
+            time.sleep(0.002)
     while time.time() < a.start_at:
         time.sleep(0.005)
     t0 = time.time()
@@ -111,14 +115,15 @@ def worker(a: argparse.Namespace) -> None:
     labeler.close()
     ledger.close()
     print(json.dumps({"pid": os.getpid(), "labelled": sum(g is not None for g in got), "paid": t["paid"],
-                      "cached": t["cached"], "wall_s": round(wall, 3), "t0": t0, "late_s": round(t0 - a.start_at, 3)}), flush=True)
+                      "cached": t["cached"], "wall_s": round(wall, 3), "t0": t0}), flush=True)
 
 
 def start_worker(store: str, run_dir: Path, calls_log: Path, *, n: int, latency: float, concurrency: int,
-                 start_at: float, no_dedup: bool = False, hang: bool = False) -> subprocess.Popen:
+                 start_at: float = 0.0, go_file: str = "", no_dedup: bool = False,
+                 hang: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--store", store, "--run-dir", str(run_dir),
            "--calls-log", str(calls_log), "--pairs", str(n), "--latency", str(latency),
-           "--concurrency", str(concurrency), "--start-at", repr(start_at)]
+           "--concurrency", str(concurrency), "--start-at", repr(start_at), "--go-file", go_file]
     cmd += ["--no-dedup"] * no_dedup + ["--hang"] * hang
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -135,9 +140,17 @@ def two_runs(store: str, workdir: Path, *, n: int = 64, latency: float = 0.2, co
     """Two runs at once on ``store``: the judge's figures and each run's."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "calls.log"
-    start_at = time.time() + 2.5  # both import and open first, then start together
+    go = workdir / "go"  # both import and open their stores first, then start together
     procs = [start_worker(store, workdir / f"run{i}", log, n=n, latency=latency, concurrency=concurrency,
-                          start_at=start_at, no_dedup=no_dedup) for i in range(2)]
+                          go_file=str(go), no_dedup=no_dedup) for i in range(2)]
+    deadline = time.monotonic() + timeout
+    while len(list(workdir.glob("go.ready.*"))) < 2:
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"a worker did not start: {[p.communicate()[1][-2000:] for p in procs]}")
+        time.sleep(0.01)
+    go.touch()
     runs = []
     for p in procs:
         out, err = p.communicate(timeout=timeout)
@@ -187,8 +200,10 @@ def main(argv: list[str] | None = None) -> None:
 def _worker_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     for name, typ in (("--store", str), ("--run-dir", str), ("--calls-log", str), ("--pairs", int),
-                      ("--latency", float), ("--concurrency", int), ("--start-at", float)):
+                      ("--latency", float), ("--concurrency", int)):
         ap.add_argument(name, type=typ, required=True)
+    ap.add_argument("--start-at", type=float, default=0.0)
+    ap.add_argument("--go-file", default="")
     ap.add_argument("--no-dedup", action="store_true")
     ap.add_argument("--hang", action="store_true")
     return ap.parse_args(argv)

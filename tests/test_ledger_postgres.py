@@ -170,3 +170,21 @@ def test_rlaif_run_refuses_an_unreachable_store_in_one_line(tmp_path):
                       f"hydra.run.dir={tmp_path / 'run2'}", timeout=300, full_error=False)
     assert r.returncode == 2 and "PGPASSWORD" in r.stderr and PW not in r.stderr + r.stdout
     assert not (tmp_path / "run2" / "config.json").exists()
+
+
+def test_a_server_that_goes_away_mid_run_degrades_and_comes_back(pg, caplog):
+    """Look-ups miss, stores are skipped and claims are granted (warned) while the connection is gone;
+    the next statement after ``retry_s`` connects again. Every paid label is in the run ledger first."""
+    url = pg("flaky")
+    pair = make_pairs(1)[0]
+    with PgStore(url, retry_s=0.0) as s:
+        s.put("k1", {"kind": "x"}, pair, Label(outcome=Outcome.A, raw="A"))
+        assert s.claim(["k2"]) == {"k2"}
+        with psycopg.connect(url, autocommit=True) as c:  # the server drops the store's session
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name='rlaif'")
+        with caplog.at_level(logging.WARNING):
+            assert s.get_many(["k1"]) == {}  # the failed statement: a miss, and a warning
+        assert "the run goes on without the shared store" in caplog.text
+        assert s.get("k1").outcome is Outcome.A  # connected again
+        with PgStore(url) as other:  # the dead session's claim went with it
+            assert other.claim(["k2"]) == {"k2"}

@@ -96,8 +96,8 @@ class PgStore(SharedStore):
                 self._conn.execute(stmt)
             meta = dict(self._conn.execute("SELECT k, v FROM rlaif_meta").fetchall())
             if not meta:
-                self._conn.cursor().executemany("INSERT INTO rlaif_meta VALUES (%s, %s)", [
-                    ("app", APP), ("schema", str(SCHEMA_VERSION)), ("role", "cache"), ("created_at", repr(time.time()))])
+                meta = {"app": APP, "schema": str(SCHEMA_VERSION), "role": "cache", "created_at": repr(time.time())}
+                self._conn.cursor().executemany("INSERT INTO rlaif_meta VALUES (%s, %s)", list(meta.items()))
                 return
         if meta.get("app") != APP or meta.get("role") != "cache":
             raise LedgerError(f"ledger_cache={self.name}: the database's rlaif_meta table is not an rlaif label "
@@ -130,7 +130,8 @@ class PgStore(SharedStore):
     def _went_away(self, what: str, e: BaseException, fallback: Any) -> Any:
         if self._down_since is None:
             log.warning("ledger_cache=%s: %s failed (%s); the run goes on without the shared store until it is "
-                        "back (requests may be paid by two runs meanwhile)", self.name, what, _one_line(e, self._secret))
+                        "back (requests may be paid by two runs meanwhile)", self.name, what,
+                        _one_line(e, self._secret))
         self._down_since = time.monotonic()
         self._held.clear()  # a session's advisory locks end with it
         if self._conn is not None:
