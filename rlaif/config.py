@@ -115,7 +115,10 @@ class RunConfig:
     resume: Optional[str] = field(default=None, metadata={"help": "run directory to continue", **KEEP})
     threads: Optional[int] = field(default=None, metadata={"help": "torch threads (default: all cores)", **KEEP})
     ledger_cache: Optional[str] = field(default=None, metadata={
-        "help": "shared SQLite label cache used across runs (optional)", **KEEP})
+        "help": "label store shared across runs (optional): a SQLite file path (runs on one machine) or "
+                "postgresql://USER@HOST:PORT/DATABASE (several machines; the password from PGPASSWORD or "
+                "~/.pgpass, never in the URL). A request another run is buying is waited for and taken "
+                "from it free", **KEEP})
     save_model: bool = field(default=True, metadata={"help": "save the final policy in the run directory", **KEEP})
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "the model trained"})
     generator: Any = field(default=None, metadata={"help": "samples completions (conf/generator/)"})
