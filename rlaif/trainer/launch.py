@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -164,13 +165,18 @@ def run_child(cmd: list[str], log_path: Path) -> int:
         watcher.stop()
 
 
+# the launcher's own report of a failed rank: never the cause
+_LAUNCHER_LINES = ("ChildFailedError", "CalledProcessError", "torch.distributed.elastic")
+_EXCEPTION = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Interrupt)\b")
+
+
 def _why(log_path: Path) -> str:
-    """The child's last error line (else its last line), for the one-line error."""
+    """The child's last exception line (else its last line), for the one-line error."""
     try:
         lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no output"
-    errors = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+    errors = [ln for ln in lines if _EXCEPTION.match(ln) and not any(w in ln for w in _LAUNCHER_LINES)]
     text = (errors or lines or ["no output"])[-1]
     return text if len(text) <= 300 else text[:297] + "..."
 
