@@ -51,8 +51,9 @@ def _prefs(policy, n: int = 8):
     return out
 
 
-def _train(tmp_path: Path, num_processes: int, mode: str, rounds: int = 2):
-    """Train ``rounds`` rounds of DPO on the same 8 pairs -> (stats per round, the LoRA tensors)."""
+def _train(tmp_path: Path, num_processes: int, mode: str, rounds: int = 2, *extra: str):
+    """Train ``rounds`` rounds of DPO on the same 8 pairs -> (stats per round, the trained tensors: the
+    LoRA ones, or all of them for full fine-tuning)."""
     import torch
 
     from rlaif.models.policy import Policy
@@ -61,14 +62,14 @@ def _train(tmp_path: Path, num_processes: int, mode: str, rounds: int = 2):
 
     torch.set_num_threads(2)
     c = cfg(*tiny("trainer.learning_rate=5e-3", "trainer.epochs=3", f"trainer.mode={mode}",
-                  f"trainer.num_processes={num_processes}"))
+                  f"trainer.num_processes={num_processes}", *extra))
     policy = Policy(c.policy, c.trainer, seed=0)
     learner = DPOLearner(c.trainer, policy, ReferenceScorer(policy), seed=0,
                          output_dir=str(tmp_path / f"n{num_processes}" / "state" / "trainer"))
     prefs = _prefs(policy)
     stats = [learner.train(prefs, r) for r in range(1, rounds + 1)]
-    lora = {k: v.detach().clone() for k, v in policy.model.named_parameters() if "lora_" in k}
-    return stats, lora, learner
+    trained = {k: v.detach().clone() for k, v in policy.model.named_parameters() if "lora_" in k or not policy.lora}
+    return stats, trained, learner
 
 
 def _step_losses(learner_dir: Path) -> list[float]:
@@ -99,13 +100,18 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     assert not (job / "start").exists() and not (job / "out").exists()  # the weights came back, copies gone
 
 
-def test_reset_mode_starts_each_round_from_the_reference(tmp_path):
-    one, w1, _ = _train(tmp_path, 1, "reset", rounds=1)
-    two, w2, _ = _train(tmp_path, 2, "reset", rounds=1)
+def test_full_fine_tuning_from_the_reference(tmp_path):
+    """trainer.lora=false, mode=reset: no starting weights travel (each rank loads the reference
+    itself), the whole model comes back."""
+    one, w1, _ = _train(tmp_path, 1, "reset", 1, "trainer.lora=false")
+    two, w2, learner = _train(tmp_path, 2, "reset", 1, "trainer.lora=false")
     assert [s["steps"] for s in two] == [3]
-    for a, b in zip(one, two):
-        assert abs(a["loss"] - b["loss"]) < LOSS_TOL, (a, b)
-    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < WEIGHT_TOL
+    assert abs(one[0]["loss"] - two[0]["loss"]) < LOSS_TOL, (one, two)
+    assert not json.loads((learner.work_dir / "round_0001.learner" / "job.json").read_text())["start"]
+    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    print(f"\nfull fine-tuning: loss |1 proc - 2 procs| {abs(one[0]['loss'] - two[0]['loss']):.2e}, "
+          f"max weight difference {worst:.2e}")
+    assert worst < WEIGHT_TOL, worst
 
 
 JUDGE_FREE = {"rlaif.oracle.base", "rlaif.oracle.parsing"}
