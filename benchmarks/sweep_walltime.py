@@ -17,8 +17,10 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,12 +71,19 @@ def main() -> int:
     out = Path(a.out or ROOT / "multirun" / "sweep_walltime" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     print(f"{a.runs} runs (tiny model, {a.labels} labels in 2 rounds, threads=1 each) on {os.cpu_count()} cores "
           f"-> {out}")
-    settings = {**SETTINGS, **(RAY if a.ray else {})}
+    settings = dict(SETTINGS)
+    if a.ray:  # its session files in a short directory of its own (Ray's socket paths must stay short)
+        temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        settings.update({k: v + [f"+hydra.launcher.ray.init._temp_dir={temp}"] for k, v in RAY.items()})
     times, res = {}, {}
-    for i, (name, launcher) in enumerate(settings.items()):
-        times[name] = run_sweep(out / f"s{i}", launcher, a.runs, a.labels)
-        res[name] = results(out / f"s{i}")
-        print(f"  {name:<32} {times[name]:7.1f} s   ({len(res[name])} runs)", flush=True)
+    try:
+        for i, (name, launcher) in enumerate(settings.items()):
+            times[name] = run_sweep(out / f"s{i}", launcher, a.runs, a.labels)
+            res[name] = results(out / f"s{i}")
+            print(f"  {name:<32} {times[name]:7.1f} s   ({len(res[name])} runs)", flush=True)
+    finally:
+        if a.ray:
+            shutil.rmtree(temp, ignore_errors=True)
     base = next(iter(settings))
     for name in list(settings)[1:]:
         print(f"  speed-up of '{name}' over '{base}': {times[base] / times[name]:.2f}x")
