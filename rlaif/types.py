@@ -41,18 +41,33 @@ def _digest(*parts: Any) -> str:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt as the policy sees it: its text and the exact token ids fed to the model."""
+    """A prompt as the policy sees it: its text and the exact token ids fed to the model.
+
+    A chat prompt also keeps its ``messages`` (``(role, content)`` turns, up to the user turn the
+    policy answers): ``token_ids`` are then the chat template's rendering and ``text`` the readable
+    text the judge sees (the last user message). Plain prompts have none and serialise as before.
+    """
 
     id: str
     text: str
     token_ids: tuple[int, ...]
+    messages: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+
+    def chat(self) -> list[dict] | None:
+        """The messages in the chat format ([{role, content}, ...]); None for a plain prompt."""
+        return None if self.messages is None else [{"role": r, "content": c} for r, c in self.messages]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "text": self.text, "token_ids": list(self.token_ids)}
+        d = {"id": self.id, "text": self.text, "token_ids": list(self.token_ids)}
+        if self.messages is not None:
+            d["messages"] = self.chat()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Prompt":
-        return cls(id=d["id"], text=d["text"], token_ids=tuple(d["token_ids"]))
+        msgs = d.get("messages")
+        return cls(id=d["id"], text=d["text"], token_ids=tuple(d["token_ids"]),
+                   messages=None if msgs is None else tuple((m["role"], m["content"]) for m in msgs))
 
 
 @dataclass(frozen=True)
@@ -234,28 +249,34 @@ class Spend:
 def preference_row(pair: Pair, label: Label) -> dict | None:
     """A labelled pair as a row in TRL's preference format (prompt / chosen / rejected).
 
-    Token ids ride along so DPO trains on exactly the tokens that were sampled and scored.
-    Ties and invalid labels make no row (returns None).
+    One fixed schema for every arm, judge and task, so the rows of any runs concatenate (``datasets``):
+    the same keys in the same order every time; ``scores`` (what the arm measured, different per arm)
+    as one JSON object in a string; ``p_a`` always a float (NaN where the judge gives no probability);
+    ``cost`` a float. A chat task's rows are TRL's conversational format (``prompt`` the messages,
+    ``chosen`` / ``rejected`` one assistant message each). Token ids ride along so DPO trains on
+    exactly the tokens that were sampled and scored. Ties and invalid labels make no row (None).
     """
     if not label.outcome.decisive:
         return None
     chosen, rejected = (pair.a, pair.b) if label.outcome is Outcome.A else (pair.b, pair.a)
+    chat = pair.prompt.chat()
+    turn = (lambda c: c.text) if chat is None else (lambda c: [{"role": "assistant", "content": c.text}])
     return {
-        "prompt": pair.prompt.text,
-        "chosen": chosen.text,
-        "rejected": rejected.text,
+        "prompt": pair.prompt.text if chat is None else chat,
+        "chosen": turn(chosen),
+        "rejected": turn(rejected),
         "prompt_input_ids": list(pair.prompt.token_ids),
         "chosen_input_ids": list(chosen.token_ids),
         "rejected_input_ids": list(rejected.token_ids),
         "pair_id": pair.id,
         "prompt_id": pair.prompt.id,
         "round": pair.round,
-        "scores": dict(pair.scores),
+        "scores": canonical_json(dict(pair.scores)),
         "outcome": label.outcome.value,
-        "p_a": label.p_a,
+        "p_a": float("nan") if label.p_a is None else float(label.p_a),
         "swapped": label.swapped,
         "judge": label.judge,
-        "cost": label.cost,
+        "cost": float(label.cost),
         "tokens_in": label.tokens_in,
         "tokens_out": label.tokens_out,
         "cached": label.cached,

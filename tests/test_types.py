@@ -1,5 +1,8 @@
 """The data types: prompt -> completion -> pair -> label -> TRL preference row."""
 
+import json
+import math
+
 import pytest
 
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt, preference_row
@@ -18,7 +21,8 @@ def test_preference_row_is_trl_format_with_token_ids():
     assert (row["prompt"], row["chosen"], row["rejected"]) == ("The film was", " a bore", " great fun")
     assert row["prompt_input_ids"] == [10, 11, 12]
     assert row["chosen_input_ids"] == [30, 31, 32] and row["rejected_input_ids"] == [20, 21]
-    assert row["round"] == 2 and row["scores"] == {"entropy": 1.5} and row["cost"] == 0.01
+    assert row["round"] == 2 and json.loads(row["scores"]) == {"entropy": 1.5} and row["cost"] == 0.01
+    assert math.isnan(row["p_a"])  # a float every time: NaN where the judge gives no probability
     row_a = preference_row(pair, Label(outcome="A"))
     assert row_a["chosen"] == " great fun"
 
