@@ -77,7 +77,14 @@ def write(out: Path) -> list[dict]:
     return rows
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _points(rows: list[dict], xkey: str, qkey: str) -> list[tuple[dict, float, float]]:
+    return [(r, float(r[xkey]), float(r[qkey])) for r in rows
+            if r.get(xkey) is not None and r.get(qkey) is not None and math.isfinite(r[xkey])]
+
+
+def quality_vs_cost_figure(rows: list[dict]):
+    """The leaderboard's figure (a matplotlib Figure): quality against cost per 1,000 labels on a log axis
+    (symlog when a free judge sits at 0 among paid ones), each judge's name inside the frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,19 +93,36 @@ def _plot(rows: list[dict], path: Path) -> None:
     qkey = "gold_agreement" if any("gold_agreement" in r for r in rows) else "self_consistency"
     paid = any((r.get("dollars_per_1k") or 0) > 0 for r in rows)
     xkey = "dollars_per_1k" if paid else "seconds_per_1k"
+    pts = _points(rows, xkey, qkey)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for r in rows:
-        x, y = r.get(xkey), r.get(qkey)
-        if x is None or y is None or not math.isfinite(x):
-            continue
+    positive = [x for _, x, _ in pts if x > 0]
+    if positive and len(positive) < len(pts):
+        ax.set_xscale("symlog", linthresh=min(positive))
+    elif positive:
+        ax.set_xscale("log")
+    for r, x, y in pts:
         ax.scatter([x], [100 * y], s=40)
         if qkey == "gold_agreement" and r.get("gold_agreement_ci"):
             lo, hi = r["gold_agreement_ci"]
             ax.errorbar([x], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="none", capsize=3)
-        ax.annotate(r["judge"], (x, 100 * y), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("US$ per 1,000 labels" if paid else "seconds per 1,000 labels (all judges free)")
+    ax.margins(x=0.12, y=0.12)
+    fig.canvas.draw()  # the limits, with the margins, before the labels are placed inside them
+    to_axes = ax.transAxes.inverted()
+    for r, x, y in pts:
+        fx, fy = to_axes.transform(ax.transData.transform((x, 100 * y)))
+        right, top = fx > 0.5, fy > 0.8  # a label on the side of the point that faces the frame's middle
+        ax.annotate(r["judge"], (x, 100 * y), fontsize=8, xytext=(-5 if right else 5, -5 if top else 5),
+                    textcoords="offset points", ha="right" if right else "left", va="top" if top else "bottom")
+    ax.set_xlabel(("US$ per 1,000 labels" if paid else "seconds per 1,000 labels (all judges free)") + ", log scale")
     ax.set_ylabel(("gold agreement" if qkey == "gold_agreement" else "self-consistency") + " %")
     ax.set_title("judge quality vs cost")
     fig.tight_layout()
+    return fig
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = quality_vs_cost_figure(rows)
     fig.savefig(path, dpi=110)
     plt.close(fig)

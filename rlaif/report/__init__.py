@@ -4,7 +4,9 @@
     rlaif report outputs/a outputs/b --out my-report      # or any run directories
 
 Writes into ``--out`` (default: ``<first path>/report``): ``report.md``, ``learning_curves.png``,
-``spend_curves.png``, ``acquired_data.png``, ``curves.csv`` (mean and 95% interval per arm and label
+``spend_curves.png`` (not with a free judge and arms of equal compute: it would repeat the learning
+curves), ``acquired_data.png`` (what the arms measured), ``dpo_metrics.png`` (the DPO loss, reward
+accuracy, margin and KL to the reference each round, as recorded), ``curves.csv`` (mean and 95% interval per arm and label
 count), ``efficiency.csv``, ``paired.csv`` (each arm minus the reference arm per seed, at the end
 point and over the whole curve) and ``runs.csv``. Every figure comes with its seeds and interval.
 """
@@ -95,14 +97,18 @@ def _notes(runs: list[Run], points: dict, effs, eff_metric: str, reference: str)
     return notes
 
 
-def _write_figures(runs: list[Run], points: dict, effs, out: Path) -> tuple[dict[str, str], str]:
-    """The three PNGs; returns their file names and the spend unit the spend curves used."""
+def _write_figures(runs: list[Run], points: dict, effs, out: Path) -> tuple[dict[str, str | None], str]:
+    """The PNGs; returns their file names (None for a figure that would say nothing: no file) and the spend
+    unit the spend curves used."""
     from rlaif.report import plots
 
-    images = {"learning": "learning_curves.png", "spend": "spend_curves.png", "characteristics": "acquired_data.png"}
+    images: dict[str, str | None] = {"learning": "learning_curves.png", "spend": "spend_curves.png",
+                                     "characteristics": "acquired_data.png", "dpo": "dpo_metrics.png"}
     plots.learning_curves(points, out / images["learning"], effs[0].target if effs else None)
-    _, spend_key = plots.spend_curves(runs, out / images["spend"])
-    plots.characteristics(runs, out / images["characteristics"])
+    spend, spend_key = plots.spend_curves(runs, out / images["spend"])
+    images["spend"] = spend and spend.name
+    images["characteristics"] = (c := plots.characteristics(runs, out / images["characteristics"])) and c.name
+    images["dpo"] = (d := plots.dpo_metrics(runs, out / images["dpo"])) and d.name
     return images, spend_key
 
 

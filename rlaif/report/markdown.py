@@ -101,14 +101,26 @@ def render(runs: list[Run], points: dict[str, list[Point]], effs: list[Efficienc
             L += curve_table(points[metric], arms, title)
     unit = {"dollars": "US$ paid to the oracle", "tokens": "oracle tokens",
             "labels": "labels (the oracle was free: no dollars or tokens were spent)"}[spend_key]
-    L += ["## Spend", "", f"Left: win-rate vs {unit}. Right: win-rate vs acquisition compute (policy "
-          f"generations spent choosing pairs; random spends 2 per label). Dots are seeds, lines the mean.", "",
-          f"![spend curves]({images['spend']})", ""]
-    L += acquired_table(arms, figs) + ["", f"![acquired data]({images['characteristics']})", ""]
+    L += _spend_section(unit, images.get("spend"))
+    L += acquired_table(arms, figs) + (["", f"![acquired data]({images['characteristics']})", ""]
+                                       if images.get("characteristics") else [""])
+    if images.get("dpo"):
+        L += ["## DPO per round", "", "The learner each round (mean over seeds): DPO loss, reward accuracy and margin "
+              "on its training pairs, and the KL to the reference where the run recorded it.", "",
+              f"![DPO metrics]({images['dpo']})", ""]
     L += runs_table(runs, out)
     L += ["", "Files: `curves.csv` (aggregated curves), `efficiency.csv`, `paired.csv`, `runs.csv`, and the PNGs "
               "beside this file.", ""]
     return "\n".join(L)
+
+
+def _spend_section(unit: str, image: str | None) -> list[str]:
+    if image is None:
+        return ["## Spend", "", f"Spend: {unit}; the arms spent the same compute per label, so a spend figure "
+                "would repeat the learning curves (none drawn).", ""]
+    return ["## Spend", "", f"Win-rate vs {unit} (where the oracle cost something) and vs acquisition compute "
+            "(policy generations spent choosing pairs; random spends 2 per label), where the arms differ. Dots "
+            "are seeds, lines the mean.", "", f"![spend curves]({image})", ""]
 
 
 def _title(runs: list[Run], arms: list[str], seeds: dict[str, list[int]]) -> list[str]:

@@ -48,21 +48,36 @@ def learning_curves(points: dict[str, list[Point]], path: Path, target: float | 
     return path
 
 
-def spend_curves(runs: list[Run], path: Path) -> tuple[Path, str]:
-    """Gold win-rate vs the oracle's spend (dollars, else tokens) and vs acquisition generations."""
+def _spend_panels(runs: list[Run], spend_key: str) -> list[str]:
+    """The spend figure's panels that say something the learning curves do not: the oracle's spend where it
+    cost something (a free judge's "spend" is the label count: the learning curve again), and the arms'
+    acquisition compute where it is not the same multiple of the labels for every run."""
+    panels = [spend_key] if spend_key != "labels" else []
+    ratios = {round(g / float(m["labels"]), 6) for r in runs for g, m in zip(r.cumulative("generations"), r.metrics)
+              if float(m.get("labels") or 0) > 0}
+    if len(ratios) > 1:
+        panels.append("generations")
+    return panels
+
+
+def spend_curves(runs: list[Run], path: Path) -> tuple[Path | None, str]:
+    """Gold win-rate vs the oracle's spend (dollars, else tokens) and vs acquisition generations; only the
+    panels that are not the learning curve rescaled (:func:`_spend_panels`). None (no file) when none is."""
     arms = sorted({r.arm for r in runs})
     col = _colors(arms)
     spend_key = "dollars" if any(r.cumulative("dollars")[-1] > 0 for r in runs) else \
         "tokens" if any(r.cumulative("tokens")[-1] > 0 for r in runs) else "labels"
     metric = "gold_winrate" if any(r.series("gold_winrate")[0] for r in runs) else "oracle_winrate"
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for i, key in enumerate((spend_key, "generations")):
-        ax = axes[i]
+    panels = _spend_panels(runs, spend_key)
+    if not panels:
+        path.unlink(missing_ok=True)
+        return None, spend_key
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], panels):
         for arm in arms:
             curves = []
             for r in (r for r in runs if r.arm == arm):
-                cost = r.cumulative(key) if key != "labels" else [float(m["labels"]) for m in r.metrics]
-                pts = [(c, m[metric]) for c, m in zip(cost, r.metrics) if m.get(metric) is not None]
+                pts = [(c, m[metric]) for c, m in zip(r.cumulative(key), r.metrics) if m.get(metric) is not None]
                 if pts:
                     curves.append(([p[0] for p in pts], [p[1] for p in pts]))
                     ax.plot(*curves[-1], ".", color=col[arm], alpha=0.35)
@@ -71,25 +86,30 @@ def spend_curves(runs: list[Run], path: Path) -> tuple[Path, str]:
                 xs, ys = mean_curve(curves)
                 ax.plot(xs, ys, "-", color=col[arm], label=arm)
         unit = {"dollars": "oracle spend (US$)", "tokens": "oracle tokens",
-                "labels": "labels (the oracle was free)", "generations": "acquisition generations (compute)"}[key]
+                "generations": "acquisition generations (compute)"}[key]
         ax.set_xlabel(unit)
         ax.set_ylabel(f"{metric.split('_')[0]} win-rate")
         ax.axhline(0.5, color="black", lw=0.5)
+        ax.set_title("win-rate vs acquisition compute" if key == "generations" else "win-rate vs what the oracle cost")
         ax.legend(fontsize=8)
-    axes[0].set_title("win-rate vs what the oracle cost")
-    axes[1].set_title("win-rate vs acquisition compute")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path, spend_key
 
 
-def characteristics(runs: list[Run], path: Path) -> Path:
-    """The acquired data per round: entropy, certainty, oracle/implicit agreement (mean over seeds)."""
+def characteristics(runs: list[Run], path: Path) -> Path | None:
+    """The acquired data per round: entropy, certainty, oracle/implicit agreement (mean over seeds); one
+    panel per characteristic some arm measured, no file when none did."""
     arms = sorted({r.arm for r in runs})
     col = _colors(arms)
-    fig, axes = plt.subplots(1, len(SELECTED), figsize=(5 * len(SELECTED), 3.8))
-    for ax, (key, title) in zip(axes, SELECTED):
+    measured = [(key, title) for key, title in SELECTED
+                if any(key in (m.get("selected") or {}) for r in runs for m in r.metrics)]
+    if not measured:
+        path.unlink(missing_ok=True)
+        return None
+    fig, axes = plt.subplots(1, len(measured), figsize=(5 * len(measured), 3.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], measured):
         for arm in arms:
             curves = []
             for r in (r for r in runs if r.arm == arm):
@@ -100,10 +120,49 @@ def characteristics(runs: list[Run], path: Path) -> Path:
                 ax.plot(*mean_curve(curves), "o-", color=col[arm], label=arm)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("labels")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not measured by these arms", ha="center", va="center", transform=ax.transAxes)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# a round's DPO statistics (metrics.jsonl ``train``), as recorded; the first key of each present is drawn
+DPO_METRICS = ((("loss",), "DPO loss"), (("reward_accuracy",), "reward accuracy"),
+               (("reward_margin",), "reward margin"),
+               (("kl", "kl_to_reference", "kl_ref", "kl_reference"), "KL to the reference"))
+
+
+def _dpo_series(run: Run, keys: tuple[str, ...]) -> list[tuple[int, float]]:
+    out = []
+    for i, m in enumerate(run.metrics):
+        train = m.get("train") or {}
+        value = next((train[k] for k in keys if isinstance(train.get(k), (int, float))), None)
+        if value is not None and np.isfinite(value):
+            out.append((int(m.get("round", i + 1)), float(value)))
+    return out
+
+
+def dpo_metrics(runs: list[Run], path: Path) -> Path | None:
+    """The DPO learner per round (loss, reward accuracy, margin, KL to the reference: what the runs
+    recorded), mean over each arm's seeds; no file when no run recorded any."""
+    arms = sorted({r.arm for r in runs})
+    col = _colors(arms)
+    shown = [(keys, title) for keys, title in DPO_METRICS if any(_dpo_series(r, keys) for r in runs)]
+    if not shown:
+        path.unlink(missing_ok=True)
+        return None
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.8), squeeze=False)
+    for ax, (keys, title) in zip(axes[0], shown):
+        for arm in arms:
+            curves = [list(zip(*pts)) for r in runs if r.arm == arm and (pts := _dpo_series(r, keys))]
+            if curves:
+                xs, ys = mean_curve([(list(c[0]), list(c[1])) for c in curves])
+                ax.plot(xs, ys, "o-", color=col[arm], label=f"{arm} (n={len(curves)})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
