@@ -28,6 +28,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# the hub id of each built-in policy: what a saved adapter names as its base model (not this machine's cache)
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def cache_dir() -> Path:
@@ -155,6 +157,24 @@ def tiny_dir() -> Path:
             build_tiny_model(tmp)
             _publish(tmp, final)
     return final
+
+
+def hub_id(name_or_path: str, explicit: str | None = None) -> str | None:
+    """The model's hub id, for portable artefacts: ``explicit`` (``policy.hub_id``), a built-in's
+    (``smollm2``, also given as its converted directory), or a name that is a hub id; None for a
+    model only this machine has (``tiny``, a local directory)."""
+    if explicit:
+        return str(explicit)
+    name = str(name_or_path)
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    p = Path(name).expanduser()
+    if p.exists():
+        built = {"smollm2": cache_dir() / "models" / "smollm2-135m-instruct"}
+        return next((HUB_IDS[k] for k, d in built.items() if p.resolve() == d.resolve()), None)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return name
+    return None
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -53,6 +53,10 @@ class PolicyConfig:
                 "GPT-2 built locally for tests), a local HF model directory, or a hub id."})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16 | auto"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    hub_id: Optional[str] = field(default=None, metadata={
+        "help": "the model's hub id, named as the base model of the saved adapter and in its model card "
+                "(null: HuggingFaceTB/SmolLM2-135M-Instruct for smollm2, name_or_path when it is a hub id, "
+                "else the local path)", **KEEP})
 
 
 @dataclass

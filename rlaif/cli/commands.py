@@ -25,6 +25,7 @@ COMMANDS = {
     "serve-judge": Command("rlaif.oracle.server", "an OpenAI-compatible judge server backed by a local oracle"),
     "reparse": Command("rlaif.labels.reparse", "re-parse stored judge answers at zero cost"),
     "report": Command("rlaif.report", "learning curves, spend curves, label-efficiency table"),
+    "export": Command("rlaif.cli.export", "the preferences of runs as one `datasets` dataset (+ card, parquet, hub)"),
     "bench-oracle": Command("rlaif.bench_oracle", "judge leaderboard: agreement, consistency, cost, latency "
                             "(Hydra overrides)", hydra=True),
     "prepare": Command("rlaif.cli.prepare", "build the offline assets (policy, gold model) once"),

@@ -66,3 +66,51 @@ class PreferenceSet:
         """
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=sort_keys) + "\n" for r in self.rows))
 
+
+
+# -- the rows as a `datasets` table -----------------------------------------------------------------
+ROW_KEYS = ("prompt", "chosen", "rejected", "prompt_input_ids", "chosen_input_ids", "rejected_input_ids", "pair_id",
+            "prompt_id", "round", "scores", "outcome", "p_a", "swapped", "judge", "cost", "tokens_in", "tokens_out",
+            "cached")
+
+
+def is_chat(row: dict) -> bool:
+    """Whether a row is in TRL's conversational format (messages, not strings)."""
+    return isinstance(row.get("prompt"), list)
+
+
+def normalise_row(row: dict) -> dict:
+    """A preferences.jsonl row in the fixed schema, also one written before it (``scores`` a dict,
+    ``p_a`` null): scores as JSON text, p_a and cost floats, the keys in :data:`ROW_KEYS` order."""
+    from rlaif.types import canonical_json
+
+    out = {k: row.get(k) for k in ROW_KEYS}
+    if not isinstance(out["scores"], str):
+        out["scores"] = canonical_json(dict(out["scores"] or {}))
+    out["p_a"] = float("nan") if out["p_a"] is None else float(out["p_a"])
+    out["cost"] = float(out["cost"] or 0.0)
+    return out
+
+
+def row_texts(row: dict) -> tuple[str, str, str]:
+    """The readable prompt, chosen and rejected texts of a row, plain or conversational (the prompt of a
+    chat: its last user message, what the judge saw)."""
+    if not is_chat(row):
+        return row["prompt"], row["chosen"], row["rejected"]
+    user = [m["content"] for m in row["prompt"] if m.get("role") == "user"]
+    return (user[-1] if user else ""), row["chosen"][-1]["content"], row["rejected"][-1]["content"]
+
+
+def features(chat: bool, extra: dict | None = None):
+    """The ``datasets.Features`` of the rows (conversational ``prompt`` / ``chosen`` / ``rejected`` for a
+    chat task), plus ``extra`` columns ({name: Value dtype})."""
+    from datasets import Features, List, Value
+
+    text = List({"role": Value("string"), "content": Value("string")}) if chat else Value("string")
+    ids = List(Value("int64"))
+    cols = {"prompt": text, "chosen": text, "rejected": text, "prompt_input_ids": ids, "chosen_input_ids": ids,
+            "rejected_input_ids": ids, "pair_id": Value("string"), "prompt_id": Value("string"),
+            "round": Value("int64"), "scores": Value("string"), "outcome": Value("string"), "p_a": Value("float64"),
+            "swapped": Value("bool"), "judge": Value("string"), "cost": Value("float64"),
+            "tokens_in": Value("int64"), "tokens_out": Value("int64"), "cached": Value("bool")}
+    return Features({**cols, **{k: Value(v) for k, v in (extra or {}).items()}})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rlaif.assets import resolve_model
+from rlaif.assets import hub_id, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Policy:
 
         self.cfg, self.tcfg, self.seed = policy_cfg, trainer_cfg, seed
         self.model_dir = resolve_model(policy_cfg.name_or_path)
+        explicit = policy_cfg.get("hub_id") if hasattr(policy_cfg, "get") else getattr(policy_cfg, "hub_id", None)
+        self.hub_id = hub_id(policy_cfg.name_or_path, explicit)  # what a saved adapter names as its base
         self.device = pick_device(policy_cfg.device)
         dtype = _DTYPES.get(policy_cfg.dtype, "auto") if policy_cfg.dtype != "auto" else "auto"
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
@@ -200,8 +202,54 @@ class Policy:
         self.version += 1
 
     def save_trained(self, out_dir: str | Path) -> Path:
-        """Save what was trained: the adapter (LoRA) or the full model."""
+        """Save what was trained: the adapter (LoRA) or the full model, naming the base model by its hub
+        id where it has one (not this machine's cache path). A run's final ``model/`` (beside the run's
+        ``metrics.jsonl``) gets its model card: arm, judge, labels, win-rates, the command."""
         out = Path(out_dir)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        if self.hub_id:
+            portable(out, self.hub_id, str(self.model_dir))
+        if out.name == "model" and (out.parent / "metrics.jsonl").exists():
+            write_model_card(out, out.parent, self.hub_id or str(self.model_dir), lora=self.lora)
         return out
+
+
+def portable(out: Path, base: str, local: str) -> None:
+    """Name ``base`` (a hub id) instead of the local model directory in what ``save_pretrained`` wrote."""
+    import json
+
+    cfg = out / "adapter_config.json"
+    if cfg.exists():
+        d = json.loads(cfg.read_text())
+        d["base_model_name_or_path"] = base
+        cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    card = out / "README.md"
+    if card.exists():
+        card.write_text(card.read_text().replace(local, base))
+
+
+def write_model_card(out: Path, run_dir: Path, base: str, lora: bool = True) -> Path:
+    """``out/README.md``: the model card of a run's trained policy (from the run directory's own files)."""
+    from rlaif.run.facts import facts
+
+    f = facts(run_dir)
+    rows = [("base model", base), ("what", "LoRA adapter (PEFT)" if lora else "full model"),
+            ("trained by", "rlaif: active preference learning, TRL DPO"), ("arm", f["arm"]),
+            ("judge", f["judge"]), ("judge template hash", f["template_hash"]), ("task", f["task"]),
+            ("seed", f["seed"]), ("rounds", f["rounds"]),
+            ("labels", f"{f['labels']} bought, {f['decisive']} decisive (preferences)"),
+            ("judge spend", f"${(f['dollars'] or 0):.4f}, {f['tokens'] or 0} tokens"),
+            ("gold win-rate vs reference", f["gold_winrate"] or "not measured"),
+            ("oracle win-rate vs reference", f["oracle_winrate"] or "not measured")]
+    load = (f'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("{out.name}")'
+            if lora else f'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("{out.name}")')
+    text = (f"---\nbase_model: {base}\nlibrary_name: {'peft' if lora else 'transformers'}\n"
+            f"tags: [rlaif, dpo, trl, active-preference-learning]\n---\n\n"
+            f"# {base} + DPO on {f['labels']} judged preferences ({f['arm']} arm)\n\n"
+            "| | |\n|---|---|\n" + "".join(f"| {k} | {'' if v is None else v} |\n" for k, v in rows)
+            + f"\nWin-rates are against the untrained reference on held-out prompts (evaluated at round "
+            f"{f['evaluated_round']}), with 95% bootstrap intervals and n.\n\n"
+            f"## Command\n\n```bash\n{f['command']}\n```\n\n## Load\n\n```python\n{load}\n```\n")
+    (out / "README.md").write_text(text)
+    return out / "README.md"
