@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def run_sweep(out: Path, launcher: list[str], n: int, labels: int) -> float:
            f"budget.labels_per_round={max(1, labels // 2)}", f"seed={','.join(map(str, range(n)))}",
            f"hydra.sweep.dir={out}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    if "RAY_AUTH_MODE" not in env:  # a token of its own: a new local Ray would otherwise write ~/.ray/auth_token
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t

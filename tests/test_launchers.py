@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -42,10 +43,10 @@ def env(**extra: str) -> dict[str, str]:
     return helpers.rlaif_env(full_error=False, PYTHONPATH=path, **extra)
 
 
-def sweep(cwd: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def sweep(cwd: Path, *args: str, timeout: float = 400, child_env: dict | None = None) -> subprocess.CompletedProcess:
     """``rlaif run -m FAST *args`` with ``cwd`` as its working directory (a relative hydra.sweep.dir is there)."""
     cwd.mkdir(parents=True, exist_ok=True)
-    return helpers.rlaif("run", "-m", *FAST, *args, timeout=timeout, env=env(), cwd=cwd)
+    return helpers.rlaif("run", "-m", *FAST, *args, timeout=timeout, env=child_env or env(), cwd=cwd)
 
 
 def runs(sweep_dir: Path) -> list[Path]:
@@ -98,14 +99,20 @@ def test_submitit_local_two_jobs(tmp_path):
     assert len(logs) == 2 and all("rlaif run finished" in p.read_text() for p in logs)
 
 
-def ray_head(port: int, cwd: Path, temp: str) -> subprocess.Popen:
+def ray_env() -> dict[str, str]:
+    """The cluster's and the driver's: a token of this test's own (Ray 2.5x turns token authentication on when
+    ~/.ray/auth_token exists, and a new local Ray writes that file: neither is read nor written here)."""
+    return env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+
+
+def ray_head(port: int, cwd: Path, temp: str, env: dict[str, str]) -> subprocess.Popen:
     """``ray start --head --block`` on loopback, 2 CPUs, in its own process group; returns once it is up."""
     ray = Path(sys.executable).with_name("ray")
     log = open(cwd / "ray.log", "w+")
     proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                              f"--temp-dir={temp}", f"--ray-client-server-port={free_port()}"],
-                            cwd=cwd, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while "Ray runtime started" not in (cwd / "ray.log").read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -122,11 +129,12 @@ def test_ray_two_jobs_on_a_local_cluster_then_report(tmp_path):
     head_cwd.mkdir()
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    head = ray_head(port, head_cwd, temp)
+    cluster_env = ray_env()
+    head = ray_head(port, head_cwd, temp, cluster_env)
     try:
         # a relative sweep dir: the workers start in the head's directory, the runs must land in the driver's
         r = sweep(driver_cwd, "hydra/launcher=rlaif_ray", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
-                  "hydra.launcher.ray.remote.num_cpus=1", "seed=0,1", "hydra.sweep.dir=mr")
+                  "hydra.launcher.ray.remote.num_cpus=1", "seed=0,1", "hydra.sweep.dir=mr", child_env=cluster_env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     finally:
         kill_group(head.pid)
