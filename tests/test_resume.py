@@ -386,10 +386,11 @@ RUN = tiny("generator=vllm", "oracle=simulated", "budget.labels=24", "budget.lab
            "task.train_prompts=64", "task.gold=null", "threads=1")
 
 
-def _rlaif_run(args: list[str], hydra_dir: Path, **kw) -> subprocess.Popen:
+def _rlaif_run(args: list[str], hydra_dir: Path | None, **kw) -> subprocess.Popen:
+    """A new run in ``hydra_dir``, or (None) ``rlaif run resume=RUN_DIR [changes]``: the directory alone."""
     # its own process group: the test can see whether anything of the run outlives it
-    return rlaif_popen("run", *RUN, *args, f"hydra.run.dir={hydra_dir}", stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, start_new_session=True, **kw)
+    full = [*RUN, *args, f"hydra.run.dir={hydra_dir}"] if hydra_dir is not None else args
+    return rlaif_popen("run", *full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kw)
 
 
 def _ledger_rows(run: Path) -> list[dict]:
@@ -435,11 +436,11 @@ def test_rlaif_run_killed_and_resumed_buys_the_same_labels(tmp_path):
     assert before
 
     # a label-changing override is refused, with the key named
-    p = _rlaif_run([f"resume={run}", "oracle.flip_rate=0.3"], tmp_path / "h1")
+    p = _rlaif_run([f"resume={run}", "oracle.flip_rate=0.3"], None)
     out, _ = p.communicate(timeout=400)
     assert p.returncode == 2 and "refusing to resume" in out and "oracle.flip_rate" in out, out[-3000:]
 
-    p = _rlaif_run([f"resume={run}"], tmp_path / "h2")
+    p = _rlaif_run([f"resume={run}"], None)
     out, _ = p.communicate(timeout=400)
     assert p.returncode == 0, out[-3000:]
     after = _ledger_rows(run)

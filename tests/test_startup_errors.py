@@ -71,7 +71,7 @@ def copy_run(run: Path, to: Path) -> Path:
 
 # -- 13: resume= a path that does not exist ----------------------------------------------------------
 def test_resume_of_a_path_that_does_not_exist_says_so(tmp_path):
-    r = rlaif(f"resume={tmp_path}/no_such_run", f"hydra.run.dir={tmp_path}/h")
+    r = rlaif(f"resume={tmp_path}/no_such_run")
     refused(r, "resume=", "no_such_run", "no such directory")
 
 
@@ -80,8 +80,7 @@ def test_a_refused_resume_leaves_the_runs_record_as_it_was(done_run, tmp_path):
     before = snapshot(done_run)
     assert set(before) >= {"config.json", "config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml"}
     # a label-changing override, by resume= and by a second run on the same directory
-    refused(rlaif(f"resume={done_run}", "seed=3", f"hydra.run.dir={tmp_path}/h"), "refusing to resume", "seed: 0 -> 3",
-            lines=3)
+    refused(rlaif(f"resume={done_run}", "seed=3"), "refusing to resume", "seed: 0 -> 3")
     refused(rlaif("seed=3", f"hydra.run.dir={done_run}"), "refusing to resume", "seed: 0 -> 3", lines=3)
     assert snapshot(done_run) == before
     assert '"seed": 0' in (done_run / "config.json").read_text()
@@ -103,7 +102,7 @@ def test_a_run_directory_in_use_is_refused_before_its_record_is_touched(done_run
     assert snapshot(run) == before
     held = _lock(run)  # another `rlaif run` on it
     try:
-        refused(rlaif("budget.labels=16", f"resume={run}", f"hydra.run.dir={tmp_path}/h"), "in use", "pid")
+        refused(rlaif("budget.labels=16", f"resume={run}"), "in use", "pid")
     finally:
         held.release()
     assert snapshot(run) == before
@@ -115,7 +114,7 @@ def test_resume_with_an_empty_ledger_is_refused(done_run, tmp_path):
     (run / "ledger.sqlite").write_bytes(b"")
     for f in run.glob("ledger.sqlite-*"):
         f.unlink()
-    line = refused(rlaif(f"resume={run}", "budget.labels=16", f"hydra.run.dir={tmp_path}/h"), "ledger", "empty")
+    line = refused(rlaif(f"resume={run}", "budget.labels=16"), "ledger", "empty")
     assert "8 labels" in line
     assert not (run / "state" / "round_0002.pairs.jsonl").exists()  # nothing acquired, nothing bought
 
@@ -225,7 +224,7 @@ def test_a_read_only_run_directory_is_one_line(done_run, tmp_path):
     run = copy_run(done_run, tmp_path / "run")
     before = snapshot(run)
     with read_only(run) as ro:
-        refused(rlaif(f"resume={ro}", "budget.labels=16", f"hydra.run.dir={tmp_path}/h"), "run directory", "writable")
+        refused(rlaif(f"resume={ro}", "budget.labels=16"), "run directory", "writable")
         refused(rlaif(f"hydra.run.dir={ro}/new"), "writable")
     assert snapshot(run) == before
 
@@ -269,7 +268,7 @@ def test_a_full_run_directory_is_one_line_and_the_run_resumes_once_space_is_free
         out, err = p.communicate(timeout=300)
         refused(subprocess.CompletedProcess(p.args, p.returncode, out, err), "space", f"resume={run}")
         filler.unlink()
-        r = rlaif(f"resume={run}", "budget.labels=24", f"hydra.run.dir={tmp_path}/h")
+        r = rlaif(f"resume={run}", "budget.labels=24")
         assert r.returncode == 0, r.stderr[-3000:]
         summary = json.loads((run / "summary.json").read_text())
         assert summary["labels"] == 24 and summary["stopped_by"] == "labels"

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from rlaif.cli import resume
 from rlaif.cli.common import CONF_DIR, launcher_job, run_hydra, setup_env
 
 
@@ -92,4 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(summary)
         return summary.get("gold_winrate")
 
-    return run_hydra(app, "rlaif run", list(sys.argv[1:] if argv is None else argv), "config")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:  # resume=RUN_DIR alone: the run's saved overrides, run in its own directory
+        args = resume.rewrite(args)
+    except resume.ResumeError as e:
+        print(f"rlaif: error: {e}", file=sys.stderr)
+        return 2
+    return run_hydra(app, "rlaif run", args, "config")
