@@ -49,6 +49,10 @@ class LocalLLMOracle(Oracle):
     def __init__(self, cfg: LocalLLMConfig, *, task: Any = None, **kw: Any) -> None:
         super().__init__(cfg, task=task, **kw)
         self.template = templates.choose(cfg.template, task)
+        if self.template.kind == "alpaca_eval":
+            raise OracleError(f"oracle local_llm reads the answer letter after {cfg.answer_prefix!r}, not an "
+                              f"alpaca_eval annotator's answers ({self.template.name}): use it with oracle=openai "
+                              "or oracle=vllm_server, or give local_llm a plain or chat template")
         self.model = self.tok = None
         self._letters: dict[str, list[int]] = {}
 
@@ -98,11 +102,11 @@ class LocalLLMOracle(Oracle):
 
     def text_for(self, pair: Pair) -> str:
         """The exact text the model reads: template (in the chat template) + answer prefix."""
-        body = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
+        messages = self.template.messages(pair.prompt.text, pair.a.text, pair.b.text)
         if self.cfg.chat_template and getattr(self.tok, "chat_template", None):
-            chat = self.tok.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
-                                                add_generation_prompt=True)
+            chat = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return chat + self.cfg.answer_prefix
+        body = "\n\n".join(m["content"] for m in messages)
         return f"{body}\n{self.cfg.answer_prefix}"
 
     def _forward(self, shown: Sequence[Pair]) -> list[Label]:

@@ -174,9 +174,11 @@ class OpenAIOracle(Oracle):
     caps_own_concurrency = True  # each HTTP attempt is made in one of `concurrency` call slots
 
     def __init__(self, cfg: OpenAIConfig, *, task: Any = None, **kw: Any) -> None:
+        template = templates.choose(cfg.template, task)
+        cfg = template.configure(cfg)  # an alpaca_eval annotator's model / max_tokens / temperature, where unset
         super().__init__(cfg, task=task, **kw)
         self.free = bool(cfg.free)
-        self.template = templates.choose(cfg.template, task)
+        self.template = template
         self._client: sdk.AsyncOpenAI | None = None
         self._clients: list[sdk.AsyncOpenAI] = []
         self._lean: Any = None
@@ -313,8 +315,8 @@ class OpenAIOracle(Oracle):
     # -- cost ------------------------------------------------------------------------------------
     def _input_bound(self, pair: Pair) -> int:
         """Safe upper bound on input tokens: no tokenizer makes more tokens than UTF-8 bytes."""
-        text = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
-        return len(text.encode("utf-8")) + CHAT_OVERHEAD_TOKENS
+        messages = self.template.messages(pair.prompt.text, pair.a.text, pair.b.text)
+        return sum(len(m["content"].encode("utf-8")) + CHAT_OVERHEAD_TOKENS for m in messages)
 
     def _price(self, tokens_in: int, tokens_out: int) -> float:
         if self.free:
@@ -386,9 +388,9 @@ class OpenAIOracle(Oracle):
     def _request(self, pair: Pair) -> tuple[dict[str, Any], int]:
         """The chat request's body for ``pair`` as shown, and the bound on its tokens (in + out)."""
         c = self.cfg
-        content = self.template.render(pair.prompt.text, pair.a.text, pair.b.text)
-        bound = len(content.encode("utf-8")) + CHAT_OVERHEAD_TOKENS + c.max_tokens
-        body: dict[str, Any] = {"model": c.model, "messages": [{"role": "user", "content": content}],
+        messages = self.template.messages(pair.prompt.text, pair.a.text, pair.b.text)
+        bound = sum(len(m["content"].encode("utf-8")) + CHAT_OVERHEAD_TOKENS for m in messages) + c.max_tokens
+        body: dict[str, Any] = {"model": c.model, "messages": messages,
                                 "temperature": c.temperature, "max_tokens": c.max_tokens}
         if c.mode == "logprobs":
             body.update(logprobs=True, top_logprobs=c.top_logprobs)
@@ -449,7 +451,7 @@ class OpenAIOracle(Oracle):
         text = text if isinstance(text, str) else None
         finish = choice.get("finish_reason")
         finish = finish if isinstance(finish, str) else None
-        verdict = parsing.parse_verdict(text, finish_reason=finish)  # cut off at max_tokens: invalid
+        verdict = self.template.parse(text, finish_reason=finish)  # cut off at max_tokens: invalid
         p_a = None
         logprobs = choice.get("logprobs")
         if c.mode == "logprobs" and isinstance(logprobs, dict):

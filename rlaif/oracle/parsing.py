@@ -134,3 +134,59 @@ def p_a_from_logprobs(content: Iterable[Any] | None, verdict: Outcome) -> float 
             return None
         return mass["A"] / total
     return None
+
+
+# -- alpaca_eval's parsers (an annotator folder as the judge, rlaif.oracle.annotator) ----------------
+def _preference(pref: int | None, reason: str) -> Verdict:
+    """alpaca_eval's preference (1: output_1, the completion shown first; 2: the other) as a verdict."""
+    if pref == 1:
+        return Verdict(Outcome.A)
+    if pref == 2:
+        return Verdict(Outcome.B)
+    return Verdict(Outcome.INVALID, reason)
+
+
+def regex_preference(text: str, outputs_to_match: dict[str, str]) -> int | None:
+    """alpaca_eval's ``regex_parser``: the output whose pattern matches first in the answer."""
+    found = [(m.start(), int(k)) for k, pat in outputs_to_match.items() if (m := re.search(pat, text))]
+    return min(found)[1] if found else None
+
+
+def ranking_preference(text: str) -> int | None:
+    """alpaca_eval's ``ranking_parser``: ``[{'model': 'model_1', 'rank': 1}, ...]``; model_1's rank."""
+    import ast
+
+    for literal in reversed(re.findall(r"\[[^\[\]]*\]", text, re.S)):
+        try:
+            ranks = ast.literal_eval(literal)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(ranks, list):
+            rank = next((d.get("rank") for d in ranks if isinstance(d, dict) and d.get("model") == "model_1"), None)
+            if rank in (1, 2):
+                return int(rank)
+    return None
+
+
+def lmsys_verdict(text: str) -> Verdict:
+    """alpaca_eval's ``lmsys_parser``: ``[[A]]``, ``[[B]]``, or ``[[C]]`` for a tie (the last one given)."""
+    found = re.findall(r"\[\[([ABC])\]\]", text)
+    if not found:
+        return Verdict(Outcome.INVALID, f"no [[A]] / [[B]] / [[C]] in the answer: {_short(final_line(text))!r}")
+    return Verdict(Outcome.TIE) if found[-1] == "C" else Verdict(Outcome(found[-1]))
+
+
+def parse_alpaca_eval(text: str | None, parser: str, kwargs: dict, *, finish_reason: str | None = None) -> Verdict:
+    """The verdict of an answer to an alpaca_eval annotator's prompt, read with its parser; a cut-off or
+    empty answer is INVALID first, as with :func:`parse_verdict`."""
+    why = cut_off(finish_reason, text)
+    if why is not None:
+        return Verdict(Outcome.INVALID, why)
+    if text is None or not text.strip():
+        return Verdict(Outcome.INVALID, "empty answer")
+    if parser == "lmsys_parser":
+        return lmsys_verdict(text)
+    if parser == "ranking_parser":
+        return _preference(ranking_preference(text), f"no ranking of model_1 in the answer: {_short(text)!r}")
+    return _preference(regex_preference(text, kwargs.get("outputs_to_match") or {}),
+                       f"no output pattern matches the answer: {_short(text)!r}")

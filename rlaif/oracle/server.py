@@ -81,6 +81,7 @@ class ServerSettings:
     hang_s: float = 600.0
     seed: int = 0
     api_key: str | None = None  # required bearer key, if any
+    template: Any = None  # the judge template the pair is read out with (None: the marker block of any)
 
 
 def _check_fault(f: str) -> str:
@@ -322,7 +323,7 @@ async def read_request(state: JudgeState, request: Request, t0: float) -> ChatRe
         state.by_fault[kind] += 1
     entry = {"t": t_arrival, "fault": fault}
     try:
-        prompt, a, b = templates.extract(content)
+        prompt, a, b = s.template.extract_pair(content) if s.template is not None else templates.extract(content)
     except templates.TemplateError as e:
         state.record({**entry, "status": 400})
         return _error(400, str(e), "invalid_request_error")
@@ -481,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--oracle", default="keyword", help="keyword | simulated | reward_model | local_llm | PATH.yaml")
     ap.add_argument("--rubric", default=None, help="task rubric for oracles that render their own prompt")
+    ap.add_argument("--template", default=None, help="read the pair out of prompts rendered by this judge template "
+                    "(a chat .yaml or an alpaca_eval annotator folder; default: the marker block of any template)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--model-name", default="rlaif-judge", help="the model name clients must ask for")
@@ -507,7 +510,8 @@ def main(argv: list[str]) -> int:
     settings = ServerSettings(model_name=a.model_name, latency_ms=a.latency_ms, latency_jitter_ms=a.latency_jitter_ms,
                               fault_rate=a.fault_rate, fault_kinds=tuple(k for k in a.fault_kinds.split(",") if k),
                               retry_after_s=None if a.retry_after == "none" else float(a.retry_after),
-                              hang_s=a.hang_s, seed=a.seed, api_key=key)
+                              hang_s=a.hang_s, seed=a.seed, api_key=key,
+                              template=templates.load(a.template) if a.template else None)
     try:
         app = create_app(load_oracle(a.oracle, a.rubric), settings)
     except ValueError as e:
