@@ -156,7 +156,7 @@ def test_a_failed_learner_is_one_line(tmp_path):
     from rlaif.trainer.launch import LearnerError
 
     class Broken:  # a policy object whose saved start cannot be loaded by the ranks
-        lora, cfg, model_dir = True, {"name_or_path": "tiny", "dtype": "float32", "device": "cpu"}, "/nonexistent"
+        lora, cfg = True, {"name_or_path": "/nonexistent", "dtype": "float32", "device": "cpu"}
 
         def save_trained(self, out):
             Path(out).mkdir(parents=True)

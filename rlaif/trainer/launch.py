@@ -89,8 +89,7 @@ def write_job(job_dir: Path, policy: Policy, cfg: DPOConfig, data, *, seed: int,
     if policy.lora or cfg.mode == "continue":  # full fine-tuning from the reference: each rank has it
         start = "start"
         policy.save_trained(job_dir / start)
-    policy_cfg = {**_plain(policy.cfg), "name_or_path": str(policy.model_dir)}  # resolved once, here
-    job = {"policy": policy_cfg, "trainer": _plain(cfg), "seed": seed, "round": round_, "start": start,
+    job = {"policy": _plain(policy.cfg), "trainer": _plain(cfg), "seed": seed, "round": round_, "start": start,
            "threads": max(1, torch.get_num_threads() // cfg.num_processes)}
     (job_dir / "job.json").write_text(json.dumps(job, indent=2))
 
