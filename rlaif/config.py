@@ -42,6 +42,8 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     "oracle": {"openai": "rlaif.oracle.openai.OpenAIOracle", "local_llm": "rlaif.oracle.local_llm.LocalLLMOracle",
                "reward_model": "rlaif.oracle.reward_model.RewardModelOracle",
                "simulated": "rlaif.oracle.simulated.SimulatedOracle"},
+    "logger": {name: f"rlaif.logger.{name}.{cls}Logger" for name, cls in (
+        ("none", "No"), ("tensorboard", "TensorBoard"), ("mlflow", "Mlflow"), ("wandb", "Wandb"), ("trackio", "Trackio"))},
 }
 KEEP = {"fingerprint": False}  # metadata of a field that may change on resume (it changes no label)
 
@@ -170,6 +172,9 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the prompts and the judge's rubric"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={
         "help": "win-rate against the reference each round", **KEEP})
+    logger: Any = field(default=None, metadata={
+        "help": "the experiment tracker each round is logged to (conf/logger/: none, tensorboard, mlflow, wandb, "
+                "trackio)", **KEEP})
     judge_health: JudgeHealthConfig = field(default_factory=JudgeHealthConfig, metadata={
         "help": "stop early when the judge's first answers show it cannot label the task"})
 

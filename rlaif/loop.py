@@ -35,6 +35,8 @@ import numpy as np
 from rlaif.acquisition.base import AcquisitionContext
 from rlaif.errors import RlaifError
 from rlaif.labels.preferences import Preference, PreferenceSet
+from rlaif.logger.base import round_scalars
+from rlaif.logger.progress import dpo_line, quiet_libraries
 from rlaif.run import metrics
 from rlaif.run.build import Models, Parts, build, load_models, validate
 from rlaif.run.evaluation import winrate_text
@@ -64,10 +66,16 @@ def run(cfg, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     started = time.perf_counter()
     p = build(cfg, run_dir)
+    summary: dict | None = None
     try:
+        quiet_libraries()  # no progress-bar spam from transformers / datasets in a log that is not a terminal
+        _start_tracker(p)
         load_models(p)
-        return _loop(p, started)
+        summary = _loop(p, started)
+        return summary
     finally:
+        if p.logger is not None:
+            p.logger.finish(summary, failed=summary is None)
         p.labeler.close()
         if p.models is not None:
             p.models.generator.close()
@@ -135,7 +143,36 @@ def _round(p: Parts, m: Models, progress: Progress, r: int) -> bool:
             label_s=label_s, train=train, eval_s=eval_s, evaluation=evaluation)
         p.state.save_metrics(r, line)
         _log_round(line)
+        _track(p, line)
     return not p.budget.exhausted
+
+
+def _start_tracker(p: Parts) -> None:
+    """The experiment tracker's run (``logger=``): the redacted config as its parameters; a resumed run
+    continues the same tracker run where the tracker allows it."""
+    from omegaconf import OmegaConf
+
+    from rlaif.cli.common import redact
+    from rlaif.run.build import tracker_group
+
+    if p.logger is None:
+        return
+    group, group_dir = tracker_group(p.cfg)
+    config = redact(OmegaConf.to_container(p.cfg, resolve=True)) if OmegaConf.is_config(p.cfg) else redact(p.cfg)
+    name = (p.cfg.logger.get("name") if p.cfg.get("logger") is not None else None) or p.run_dir.name
+    p.logger.start(config, p.run_dir, name, group, group_dir=group_dir)
+
+
+def _track(p: Parts, line: dict) -> None:
+    """Round ``line`` to the tracker at step = labels bought so far. A tracker that fails is reported,
+    never a reason to stop a run whose labels are paid (metrics.jsonl has the figures)."""
+    if p.logger is None:
+        return
+    try:
+        p.logger.log(round_scalars(line), step=int(line["labels"]))
+    except Exception as e:  # noqa: BLE001
+        log.warning("logger=%s could not log round %d (%s: %s); metrics.jsonl has it", p.logger.name,
+                    line["round"], type(e).__name__, e)
 
 
 def _context(p: Parts, m: Models, r: int) -> AcquisitionContext:
@@ -225,6 +262,7 @@ def _train(p: Parts, m: Models, progress: Progress, new: list[Preference], r: in
     p.state.mark_trained(r, adapter, **{k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
     progress.restorer.trained(r)
     m.generator.sync()
+    log.info("round %d: %s", r, dpo_line(stats))
     return stats
 
 

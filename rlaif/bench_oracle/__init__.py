@@ -76,8 +76,9 @@ def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float,
     from rlaif.labels.ledger import Ledger
 
     ledger = Ledger(ledger_path)
-    labeler = Labeler(oracle, budget, ledger, progress=False)
+    labeler = Labeler(oracle, budget, ledger, progress=True)  # a bar (terminal) or a log line every 30 s
     try:
+        log.info("%s: %d requests (ledger %s)", oracle.name, len(pairs), ledger_path)
         labeler.check()
         t = time.perf_counter()
         labels = labeler.label(pairs, purpose="train")
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(hc.sweep.dir if str(hc.mode) == "RunMode.MULTIRUN" else hc.runtime.output_dir)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         from rlaif.errors import user_errors
+        from rlaif.logger.progress import quiet_libraries
+
+        quiet_libraries()
 
         try:
             res = bench_judge(cfg, out)

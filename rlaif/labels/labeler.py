@@ -43,6 +43,7 @@ from rlaif.labels.group_commit import GroupCommit
 from rlaif.labels.judge_health import JudgeHealth
 from rlaif.labels.ledger import Ledger, LedgerError, identity_digest, request_key
 from rlaif.labels.shared_store import SharedStore, is_pg_url, shareable
+from rlaif.logger.progress import budget_text, counting, progress as progress_bar
 from rlaif.oracle.base import Oracle
 from rlaif.types import Label, Outcome, Pair, Spend
 
@@ -94,6 +95,10 @@ def _zero_stats() -> dict:
             "invalid": 0, "dollars": 0.0, "tokens": 0, "latency_sum": 0.0}
 
 
+def _no_progress(n: int) -> None:
+    pass
+
+
 @dataclass
 class _Call:
     """What the stages of one ``alabel`` call share."""
@@ -109,6 +114,7 @@ class _Call:
     todo: dict[str, list[int]] = field(default_factory=dict)  # key -> the pairs asking it (the first is asked)
     answers: dict[str, Label] = field(default_factory=dict)  # key -> its answer, for every pair of todo[key]
     refused: set[str] = field(default_factory=set)  # keys the budget refused
+    advance: Callable[[int], None] = field(default_factory=lambda: _no_progress)  # n more pairs answered
 
     def __post_init__(self) -> None:
         self.stats["requested"] = len(self.pairs)
@@ -259,6 +265,8 @@ class Labeler:
         counted = purpose != "eval"  # evaluation judgements cost dollars/tokens but are not labels
         call = _Call(pairs, purpose, self.budget if counted else self.eval_budget, counted)
         n = len(pairs)
+        bar = progress_bar(n, f"{self.oracle.name}: labelling ({purpose})", "pair", enabled=self.progress)
+        call.advance = counting(bar, lambda: budget_text(call.budget, call.stats["invalid"], len(call.refused)))
         # 1. ledger hits are free (they still count as labels for training); 2. misses: one request
         #    per distinct key. The requests start while later pairs are still being looked up, unless
         #    the label limit could run out within this call: then every hit first takes its label.
@@ -285,6 +293,7 @@ class Labeler:
                 await pool.finish()
             finally:
                 self._hand_out(call)
+                bar.close()
         if pool.errors:
             raise pool.errors[0]
         return call.results
@@ -309,6 +318,7 @@ class Labeler:
             elif await self._take_label(call):
                 call.results[i] = hit
                 call.stats["cached"] += 1
+                call.advance(1)
 
     async def _take_label(self, call: "_Call") -> bool:
         """A ledger hit for training still takes a label from the ``labels`` limit; False when refused."""
@@ -371,6 +381,7 @@ class Labeler:
             if await self._take_label(call):
                 call.answers[k] = lab
                 call.stats["cached"] += len(call.todo[k])
+                call.advance(len(call.todo[k]))
 
     async def _buy_keys(self, call: "_Call", mine: list[str]) -> None:
         """Reserve the worst case of ``mine`` and buy them (or they are refused)."""
@@ -394,6 +405,7 @@ class Labeler:
                 lab = await asyncio.shield(other)
                 if lab is not None:
                     call.answers[k] = lab
+                    call.advance(len(call.todo[k]))
             else:
                 mine.append(k)
         return mine
@@ -494,6 +506,7 @@ class Labeler:
         for r, lab in zip(reqs, labels):
             futs[r.key].set_result(None if lab.raw is None and lab.outcome is Outcome.INVALID else lab)
             call.answers[r.key] = lab
+        call.advance(sum(len(call.todo[r.key]) for r in reqs))
 
     def _accumulate(self, stats: dict, results: list) -> None:
         stats["labelled"] = sum(1 for r in results if r is not None)

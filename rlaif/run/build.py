@@ -30,6 +30,7 @@ from rlaif.run.state import RunState
 if TYPE_CHECKING:
     from rlaif.acquisition.base import Acquisition
     from rlaif.generator.base import Generator
+    from rlaif.logger.base import Logger
     from rlaif.models.policy import Policy
     from rlaif.models.scoring import ReferenceScorer
     from rlaif.oracle.base import Oracle
@@ -74,6 +75,7 @@ class Parts:
     labeler: Labeler
     resumed: bool = False
     models: Models | None = None
+    logger: Logger | None = None  # the experiment tracker (logger=), started by the loop
 
 
 def validate(cfg: DictConfig) -> None:
@@ -92,11 +94,42 @@ def validate(cfg: DictConfig) -> None:
     if cfg.budget.max_rounds is not None and cfg.budget.max_rounds <= 0:
         raise BudgetError(f"budget.max_rounds must be positive, got {cfg.budget.max_rounds}")
     Budget.from_config(cfg.budget)
+    check_logger(cfg)
     if cfg.task.source == "jsonl":
         check_prompt_file(cfg.task)  # given, a file, UTF-8
     if cfg.policy.name_or_path not in ("smollm2", "tiny"):
         resolve_model(cfg.policy.name_or_path)
     check_context(cfg)  # the longest prompt + completion fit the policy's context
+
+
+def check_logger(cfg: DictConfig) -> None:
+    """``logger=``: a valid config and its tracker's package importable (one line if not, before any spend)."""
+    if cfg.get("logger") is not None:
+        registry.check(cfg.logger, "logger")
+        registry.resolve_class(cfg.logger, "logger").check()
+
+
+def build_logger(cfg: DictConfig) -> Logger:
+    """The run's experiment tracker (``logger=``; none when the config names none)."""
+    from rlaif.logger.none import NoLogger
+
+    if cfg.get("logger") is None:
+        return NoLogger(NoLogger.Config())
+    return registry.build(cfg.logger, "logger")
+
+
+def tracker_group(cfg: DictConfig) -> tuple[str | None, Path | None]:
+    """The tracker group of this run and the directory a sweep's runs share: ``logger.group``, else the
+    sweep directory of a Hydra multirun (its runs grouped), else none."""
+    group = cfg.logger.get("group") if cfg.get("logger") is not None else None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        sweep = Path(str(hc.sweep.dir)) if str(hc.mode) == "RunMode.MULTIRUN" else None
+    except ValueError:  # not under Hydra
+        sweep = None
+    return (group or (str(sweep) if sweep is not None else None)), sweep
 
 
 def eval_judged(cfg: DictConfig, oracle: Oracle) -> bool:
@@ -126,7 +159,8 @@ def build(cfg: DictConfig, run_dir: Path) -> Parts:
     budget.count_elapsed(state.elapsed_before)  # and the wall-clock time already used
     if resumed:
         log.info("resuming %s: %d paid labels in the ledger ($%.4f)", run_dir, got["paid_rows"], got["dollars"])
-    return Parts(cfg, run_dir, budget, oracle, acquisition, ledger, state, labeler, resumed)
+    return Parts(cfg, run_dir, budget, oracle, acquisition, ledger, state, labeler, resumed,
+                 logger=build_logger(cfg))
 
 
 def load_models(p: Parts) -> Models:

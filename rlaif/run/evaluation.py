@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from rlaif.generator.base import SamplingParams
+from rlaif.logger.progress import progress
 from rlaif.report.intervals import bootstrap_interval, normal_interval
 from rlaif.run.state import atomic_write_text
 from rlaif.types import Completion, Label, Outcome, Pair, Prompt
@@ -78,17 +79,26 @@ class Evaluator:
     def evaluate(self, round_: int) -> dict:
         if self.reference is None:
             self.prepare()
+        n = len(self.prompts)
+        bar = progress(1 + (self.gold is not None) + (self.labeler is not None), f"evaluation of round {round_}", "stage")
+        bar.set_postfix_str(f"sampling {n} policy completions")
         policy = [g[0] for g in self.generator.sample(self.prompts, self._params())]
-        out: dict = {"eval_prompts": len(self.prompts)}
+        bar.update(1)
+        out: dict = {"eval_prompts": n}
         if self.gold is not None:
+            bar.set_postfix_str("gold scorer")
             pg = self.gold.score([c.text for c in policy])
+            bar.update(1)
             wins = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(pg, self.reference_gold)]
             m, lo, hi = bootstrap_interval(wins, self.cfg.bootstrap, self.seed)
             out.update(gold_winrate=m, gold_winrate_ci=[lo, hi], gold_winrate_n=len(wins))
             m, lo, hi = normal_interval(pg)
             out.update(gold_reward=m, gold_reward_ci=[lo, hi], reference_gold_reward=float(np.mean(self.reference_gold)))
         if self.labeler is not None:
+            bar.set_postfix_str("the oracle judges")
             out.update(self._judge(policy, round_))
+            bar.update(1)
+        bar.close()
         out["samples"] = [{"prompt": c.prompt.text, "policy": c.text, "reference": r.text}
                           for c, r in list(zip(policy, self.reference))[:3]]
         return out
