@@ -109,9 +109,8 @@ class VLLMServerGeneratorConfig:
             raise ConfigError(f"generator.weight_sync must be auto, lora or full, got {self.weight_sync!r}")
         if self.score_backend not in ("auto", "vllm", "hf"):
             raise ConfigError(f"generator.score_backend must be auto, vllm or hf, got {self.score_backend!r}")
-        if not self.urls and self.launch < 1:
-            raise ConfigError("generator=vllm_server needs servers: generator.urls=[http://host:port,...] "
-                              "and/or generator.launch=N")
+        if self.launch < 0:
+            raise ConfigError(f"generator.launch must be >= 0, got {self.launch}")
 
 
 def _cuda_available() -> bool:
@@ -138,6 +137,9 @@ class VLLMServerGenerator(Generator):
 
     def __init__(self, cfg: VLLMServerGeneratorConfig, policy) -> None:
         super().__init__(cfg, policy)
+        if not cfg.urls and cfg.launch < 1:
+            raise ConfigError("generator=vllm_server needs servers: generator.urls=[http://host:port,...] "
+                              "and/or generator.launch=N")
         self.tokenizer = policy.tokenizer
         mode = cfg.weight_sync if cfg.weight_sync != "auto" else ("lora" if policy.lora else "full")
         if mode == "lora" and not policy.lora:
