@@ -35,7 +35,7 @@ import numpy as np
 from rlaif.acquisition.base import AcquisitionContext
 from rlaif.errors import RlaifError
 from rlaif.labels.preferences import Preference, PreferenceSet
-from rlaif.logger.base import round_scalars
+from rlaif.logger.base import LoggerError, round_scalars
 from rlaif.logger.progress import dpo_line, quiet_libraries
 from rlaif.run import metrics
 from rlaif.run.build import Models, Parts, build, load_models, validate
@@ -160,7 +160,12 @@ def _start_tracker(p: Parts) -> None:
     group, group_dir = tracker_group(p.cfg)
     config = redact(OmegaConf.to_container(p.cfg, resolve=True)) if OmegaConf.is_config(p.cfg) else redact(p.cfg)
     name = (p.cfg.logger.get("name") if p.cfg.get("logger") is not None else None) or p.run_dir.name
-    p.logger.start(config, p.run_dir, name, group, group_dir=group_dir)
+    try:
+        p.logger.start(config, p.run_dir, name, group, group_dir=group_dir)
+    except Exception as e:  # before any label is bought: one line, the run can be started again
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LoggerError(f"logger={p.logger.name}: the tracker could not start ({type(e).__name__}: {first}); "
+                          "nothing was bought, fix it or choose logger=none and run again") from e
 
 
 def _track(p: Parts, line: dict) -> None:

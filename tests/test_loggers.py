@@ -58,8 +58,10 @@ def test_tensorboard_event_files_have_every_round_at_step_labels(tmp_path):
     assert "config" in " ".join(acc.Tags()["tensors"])  # the resolved config, as text
 
 
-def test_mlflow_file_store_has_metrics_per_step_and_the_config_and_a_resume_continues_the_run(tmp_path):
+def test_mlflow_file_store_has_metrics_per_step_and_the_config_and_a_resume_continues_the_run(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in to read a file store
 
     run = tmp_path / "run"
     rlaif_run(run, "logger=mlflow", "budget.max_rounds=2")
@@ -85,6 +87,28 @@ def test_mlflow_file_store_has_metrics_per_step_and_the_config_and_a_resume_cont
     assert params["oracle._target_"].endswith("RewardModelOracle")
 
 
+def wandb_records(path: Path):
+    """The records of a W&B offline run file (``run-<id>.wandb``: a 7-byte header, then LevelDB-log
+    framed chunks in 32 KiB blocks), each parsed as W&B's own protobuf ``Record``."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            yield rec
+
+
 def test_wandb_offline_run_files_and_a_resume_keeps_the_run_id(tmp_path):
     run = tmp_path / "run"
     rlaif_run(run, "logger=wandb", "budget.max_rounds=2")
@@ -92,12 +116,24 @@ def test_wandb_offline_run_files_and_a_resume_keeps_the_run_id(tmp_path):
     resume(run, "logger=wandb")
     offline = sorted((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(d.name.endswith(f"-{run_id}") for d in offline)  # one run id, two sessions
+    history, runs, exits = [], [], []
     for d in offline:
-        assert (d / f"run-{run_id}.wandb").stat().st_size > 0
-    summary = json.loads((offline[-1] / "files" / "wandb-summary.json").read_text())
-    assert summary["labels/total"] == 24 and summary["winrate/gold"] == pytest.approx(metrics(run)[-1]["gold_winrate"])
-    config = (offline[0] / "files" / "config.yaml").read_text()
-    assert "policy" in config and "tiny" in config
+        for rec in wandb_records(d / f"run-{run_id}.wandb"):
+            kind = rec.WhichOneof("record_type")
+            if kind == "history":
+                history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "run":
+                runs.append(rec.run)
+            elif kind == "exit":
+                exits.append(rec.exit.exit_code)
+    assert {r.run_id for r in runs} == {run_id} and {r.display_name for r in runs} == {"run"}
+    config = {u.key: json.loads(u.value_json) for u in runs[0].config.update}
+    assert config["policy"]["name_or_path"] == "tiny" and config["seed"] == 0
+    lines = metrics(run)
+    assert [h["_step"] for h in history] == [h["labels/total"] for h in history] == [8, 16, 24]
+    assert [h["winrate/gold"] for h in history] == pytest.approx([m["gold_winrate"] for m in lines])
+    assert [h["spend/labels"] for h in history] == [8, 16, 24] and "dpo/loss" in history[-1]
+    assert exits == [0, 0]
 
 
 def test_trackio_logs_to_its_local_store(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ else ``MLFLOW_TRACKING_URI``, else a file store ``mlruns/`` in the sweep directo
 share it) or in the run directory (a single run). Runs go to the experiment ``logger.project``,
 tagged with their group; the redacted config is the run's parameters; a resumed run reopens the
 same MLflow run (its id is kept in ``state/tracker_mlflow.json``). ``mlflow ui --backend-store-uri
-<store>`` shows them.
+<store>`` shows them (MLflow 3 opens a file store only with ``MLFLOW_ALLOW_FILE_STORE=true``, which
+rlaif sets for it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ class MlflowLogger(Logger):
         from mlflow.tracking import MlflowClient
 
         self.run_dir = Path(run_dir)
-        self.client = MlflowClient(tracking_uri=self._uri(self.run_dir, group_dir))
+        uri = self._uri(self.run_dir, group_dir)
+        if uri.startswith("file:") or "://" not in uri:
+            # MLflow 3 keeps its file store behind this opt-in (mlflow-skinny has no SQL store)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=uri)
         self.run_id = saved_id(self.run_dir, self.name)
         logged: dict = {}
         if self.run_id is not None:  # a resume: the same run, running again

@@ -11,6 +11,7 @@ directories fills the one run.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -47,7 +48,7 @@ class WandbLogger(Logger):
         import wandb
 
         self.run_dir = Path(run_dir)
-        run_id = saved_id(self.run_dir, self.name) or wandb.util.generate_id()
+        run_id = saved_id(self.run_dir, self.name) or uuid.uuid4().hex[:8]
         os.environ.setdefault("WANDB_SILENT", "true")  # its banner lines, not its warnings
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, group=group, name=run_name,
                               id=run_id, resume="allow", config=config, mode=self.cfg.mode,
