@@ -248,8 +248,9 @@ def write_model_card(out: Path, run_dir: Path, base: str, lora: bool = True) -> 
             f"tags: [rlaif, dpo, trl, active-preference-learning]\n---\n\n"
             f"# {base} + DPO on {f['labels']} judged preferences ({f['arm']} arm)\n\n"
             "| | |\n|---|---|\n" + "".join(f"| {k} | {'' if v is None else v} |\n" for k, v in rows)
-            + f"\nWin-rates are against the untrained reference on held-out prompts (evaluated at round "
-            f"{f['evaluated_round']}), with 95% bootstrap intervals and n.\n\n"
+            + (f"\nWin-rates are against the untrained reference on held-out prompts (evaluated at round "
+               f"{f['evaluated_round']}), with 95% bootstrap intervals and n.\n" if f["evaluated_round"] else "")
+            + "\n"
             f"## Command\n\n```bash\n{f['command']}\n```\n\n## Load\n\n```python\n{load}\n```\n")
     (out / "README.md").write_text(text)
     return out / "README.md"
