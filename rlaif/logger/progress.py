@@ -33,9 +33,11 @@ def every_seconds() -> float:
 
 
 def quiet_libraries() -> None:
-    """No progress bars from transformers / datasets / huggingface_hub in a log that is not a terminal."""
+    """No progress bars in a log that is not a terminal: transformers', datasets', huggingface_hub's, and
+    tqdm's in child processes (``TQDM_DISABLE``: the learner processes of ``trainer.num_processes``)."""
     if is_tty():
         return
+    os.environ["TQDM_DISABLE"] = "1"
     for module, fn in (("transformers.utils.logging", "disable_progress_bar"), ("datasets", "disable_progress_bars"),
                        ("huggingface_hub.utils", "disable_progress_bars")):
         try:
@@ -46,13 +48,14 @@ def quiet_libraries() -> None:
 
 class LogLines:
     """A progress display for logs: ``desc: 120/192 pair (62%), <postfix>, 4.1 pair/s`` every
-    ``every`` seconds, and at :meth:`close` if any line was written or the work took that long."""
+    ``every`` seconds, and at :meth:`close` (if any line was written or the work took that long, and
+    the last line does not already show the end)."""
 
     def __init__(self, total: int | None, desc: str, unit: str, every: float) -> None:
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.n, self.postfix = 0, ""
         self.started = self.last = time.monotonic()
-        self.lines = 0
+        self.lines, self.shown = 0, -1  # lines written; the count the last one showed
 
     def _line(self) -> None:
         took = time.monotonic() - self.started
@@ -61,7 +64,7 @@ class LogLines:
         rate = f", {self.n / took:.1f} {self.unit}/s" if took > 0 else ""
         log.info("%s: %d%s%s%s%s, %.0fs", self.desc, self.n, of, pct, f", {self.postfix}" if self.postfix else "",
                  rate, took)
-        self.lines += 1
+        self.lines, self.shown = self.lines + 1, self.n
         self.last = time.monotonic()
 
     def update(self, n: int = 1) -> None:
@@ -73,7 +76,7 @@ class LogLines:
         self.postfix = s
 
     def close(self) -> None:
-        if self.lines or time.monotonic() - self.started >= self.every:
+        if self.n != self.shown and (self.lines or time.monotonic() - self.started >= self.every):
             self._line()
 
 
