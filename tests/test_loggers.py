@@ -201,3 +201,32 @@ def test_report_to_without_its_package_is_refused_at_start_up(tmp_path):
     r = rlaif("run", *tiny(*RUN, "trainer.report_to=wandb"), f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert r.returncode == 2 and "trainer.report_to=wandb" in r.stderr, r.stderr[-3000:]
     assert not (tmp_path / "run" / "ledger.sqlite").exists()
+
+
+def test_the_logger_is_not_part_of_the_label_fingerprint():
+    """A resume may change or add the tracker: it changes no label."""
+    from omegaconf import OmegaConf
+
+    from helpers import cfg
+    from rlaif import registry
+    from rlaif.run.fingerprint import label_fingerprint
+
+    a, b = cfg("oracle=simulated"), cfg("oracle=simulated", "logger=wandb", "logger.project=other")
+    oracle = registry.build(a.oracle, "oracle", task=a.task)
+    assert dict(label_fingerprint(OmegaConf.to_container(a, resolve=True), oracle)) == \
+        dict(label_fingerprint(OmegaConf.to_container(b, resolve=True), oracle))
+
+
+def test_a_sweeps_runs_share_one_mlflow_store_grouped_by_the_sweep(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    sweep = tmp_path / "sweep"
+    r = rlaif("run", "-m", *tiny("budget.labels=8", "budget.labels_per_round=8", "logger=mlflow", "seed=0,1"),
+              f"hydra.sweep.dir={sweep}", timeout=600, env=rlaif_env(True))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    client = MlflowClient(tracking_uri=(sweep / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("rlaif").experiment_id])
+    assert len(runs) == 2 and {r.data.tags["rlaif.group"] for r in runs} == {str(sweep)}
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    assert all([h.step for h in client.get_metric_history(r.info.run_id, "winrate/gold")] == [8] for r in runs)
