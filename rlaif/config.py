@@ -38,10 +38,11 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
                   "vllm_server": "rlaif.generator.vllm_server.VLLMServerGenerator"},
     "acquisition": {name: f"rlaif.acquisition.{name}.{cls}Acquisition" for name, cls in (
         ("random", "Random"), ("entropy", "Entropy"), ("certainty", "Certainty"), ("uncertainty", "Uncertainty"),
-        ("hybrid", "Hybrid"), ("hybrid_reuse", "HybridReuse"), ("offline", "Offline"))},
+        ("hybrid", "Hybrid"), ("hybrid_reuse", "HybridReuse"), ("offline", "Offline"),
+        ("ensemble_uncertainty", "EnsembleUncertainty"), ("thompson", "Thompson"))},
     "oracle": {"openai": "rlaif.oracle.openai.OpenAIOracle", "local_llm": "rlaif.oracle.local_llm.LocalLLMOracle",
                "reward_model": "rlaif.oracle.reward_model.RewardModelOracle",
-               "simulated": "rlaif.oracle.simulated.SimulatedOracle"},
+               "simulated": "rlaif.oracle.simulated.SimulatedOracle", "fitted_rm": "rlaif.oracle.fitted_rm.FittedRMOracle"},
     "logger": {name: f"rlaif.logger.{name}.{cls}Logger" for name, cls in (
         ("none", "No"), ("tensorboard", "TensorBoard"), ("mlflow", "Mlflow"), ("wandb", "Wandb"), ("trackio", "Trackio"))},
 }

@@ -180,12 +180,14 @@ def _track(p: Parts, line: dict) -> None:
                     line["round"], type(e).__name__, e)
 
 
-def _context(p: Parts, m: Models, r: int) -> AcquisitionContext:
-    """The arm's view of round ``r``: generator, reference scorer and the round's own seeded RNG."""
+def _context(p: Parts, m: Models, r: int, prefs: list[Preference] | tuple = ()) -> AcquisitionContext:
+    """The arm's view of round ``r``: generator, reference scorer, the round's own seeded RNG and the
+    decisive labels so far (``prefs``)."""
     return AcquisitionContext(generator=m.generator, reference_logprobs=m.reference,
                               rng=np.random.default_rng(round_seed(p.cfg.seed, r, "acquire")),
                               beta=p.cfg.trainer.beta, max_new_tokens=p.cfg.task.max_new_tokens,
-                              min_new_tokens=p.cfg.task.min_new_tokens, round=r, seed=p.cfg.seed)
+                              min_new_tokens=p.cfg.task.min_new_tokens, round=r, seed=p.cfg.seed,
+                              preferences=tuple(prefs))
 
 
 def _acquisition_stats(ctx: AcquisitionContext, seconds: float) -> dict:
@@ -215,7 +217,7 @@ def _acquire(p: Parts, m: Models, progress: Progress, r: int) -> list[Pair] | No
     if not pool:
         progress.stopped_by = "prompt pool exhausted"
         return None
-    ctx = _context(p, m, r)
+    ctx = _context(p, m, r, progress.prefs.items)
     t = time.perf_counter()
     pairs = p.acquisition.select(pool, want, ctx)
     check_weight_versions(pairs, m.policy.version)

@@ -103,6 +103,8 @@ class AcquisitionContext:
     seed: int = 0
     stats: ComputeStats = field(default_factory=ComputeStats)
     reference_generator: Any = None  # samples from the frozen reference (offline arm)
+    # the run's decisive labels so far, as (Pair, Label) in acquisition order (the epistemic arms refit on them)
+    preferences: Sequence[tuple[Pair, Any]] = ()
 
     def sampling(self, n: int, temperature: float, top_p: float = 1.0, top_k: int = 0) -> "SamplingParams":
         from rlaif.generator.base import SamplingParams
