@@ -69,10 +69,14 @@ def _clear_trainer_patches(model) -> None:
             m.__dict__.pop(attr, None)
 
 
-def round_metrics(log_history: Sequence[dict]) -> dict:
+def round_metrics(log_history: Sequence[dict], beta: float | None = None) -> dict:
     """DPO's reward accuracy and margin of a round: the last step's and the mean over the last epoch.
 
-    Every step is logged (``logging_steps=1``), so a round of a few steps still has them.
+    Every step is logged (``logging_steps=1``), so a round of a few steps still has them. With
+    ``beta``: ``kl_to_reference``, an estimate -- the mean log pi/pi_ref of the last step's chosen
+    and rejected completions, (rewards/chosen + rewards/rejected) / (2 beta). Those completions were
+    sampled by earlier policies, not the trained one, so it is a log-ratio on the training data, not
+    an exact KL (TRL logs none for the sigmoid loss).
     """
     logs = [h for h in log_history if "rewards/accuracies" in h]
     if not logs:
@@ -82,6 +86,9 @@ def round_metrics(log_history: Sequence[dict]) -> dict:
            "reward_margin": float(logs[-1]["rewards/margins"]),
            "reward_accuracy_epoch": float(np.mean([h["rewards/accuracies"] for h in last_epoch])),
            "reward_margin_epoch": float(np.mean([h["rewards/margins"] for h in last_epoch]))}
+    last = logs[-1]
+    if beta and "rewards/chosen" in last and "rewards/rejected" in last:
+        out["kl_to_reference"] = float(last["rewards/chosen"] + last["rewards/rejected"]) / (2 * beta)
     return out
 
 
@@ -149,8 +156,11 @@ def fit(model, tokenizer, data, args, save_to: str | None = None):
     _drop_ref_adapter(model)
     _clear_trainer_patches(model)
     model.train()
-    trainer = _token_id_trainer_cls()(model=model, ref_model=None, args=args,
-                                       train_dataset=data, processing_class=tokenizer)
+    from rlaif.logger.trainer_progress import quiet_trainer
+
+    # no raw metric dicts on the console: a step bar on a terminal, one line per round from the loop
+    trainer = quiet_trainer(_token_id_trainer_cls()(model=model, ref_model=None, args=args,
+                                                    train_dataset=data, processing_class=tokenizer))
     try:
         out = trainer.train()
         if save_to is not None:
@@ -197,7 +207,7 @@ class DPOLearner:
             "loss": float(out.training_loss),
             "pairs": len(prefs),
             "seconds": float(out.metrics.get("train_runtime", 0.0)),
-            **round_metrics(log_history),
+            **round_metrics(log_history, self.cfg.beta),
         }
         self.history.append(stats)
         return stats

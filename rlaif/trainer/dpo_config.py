@@ -53,7 +53,8 @@ class DPOConfig:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute activations in backward (saves memory, costs ~1/3 more compute)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss (sigmoid: the DPO paper's)"})
-    report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard"})
+    report_to: str = field(default="none", metadata={"help": "TRL report_to: none | wandb | tensorboard. transformers' integrations log each DPO round as "
+                "a separate run; logger= gives one tracker run per rlaif run"})
     num_processes: int = field(default=1, metadata={
         "help": "processes (one per GPU) DPO trains on each round; 1: in the rlaif process itself. N > 1: "
                 "a child 'accelerate launch' of N ranks (DDP by default) trains on the round's pairs while "
