@@ -20,6 +20,7 @@ import json
 import random
 from pathlib import Path
 
+from rlaif.labels.preferences import row_texts
 from rlaif.errors import RlaifError
 from rlaif.types import Completion, Pair, Prompt
 
@@ -105,11 +106,12 @@ def run_pairs(path: Path, n: int) -> list[Pair]:
         if not line.strip():
             continue
         r = json.loads(line)
-        p = Prompt(r.get("prompt_id", ""), r["prompt"], tuple(r["prompt_input_ids"]))
+        prompt, chosen, rejected = row_texts(r)  # a chat row: the last user message, the two answers
+        p = Prompt(r.get("prompt_id", ""), prompt, tuple(r["prompt_input_ids"]))
         # chosen/rejected are re-ordered by a content hash so the judge is not shown the winner first
-        a, b = Completion(p, r["chosen"], tuple(r["chosen_input_ids"])), \
-            Completion(p, r["rejected"], tuple(r["rejected_input_ids"]))
-        pairs.append(Pair(p, a, b) if hashlib.sha256(r["chosen"].encode()).digest()[0] % 2 else Pair(p, b, a))
+        a, b = Completion(p, chosen, tuple(r["chosen_input_ids"])), \
+            Completion(p, rejected, tuple(r["rejected_input_ids"]))
+        pairs.append(Pair(p, a, b) if hashlib.sha256(chosen.encode()).digest()[0] % 2 else Pair(p, b, a))
     return pairs[:n]
 
 

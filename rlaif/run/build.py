@@ -95,8 +95,7 @@ def validate(cfg: DictConfig) -> None:
         raise BudgetError(f"budget.max_rounds must be positive, got {cfg.budget.max_rounds}")
     Budget.from_config(cfg.budget)
     check_logger(cfg)
-    if cfg.task.source == "jsonl":
-        check_prompt_file(cfg.task)  # given, a file, UTF-8
+    check_prompt_file(cfg.task)  # task=jsonl: given, a file, UTF-8; task=hf: opens, has the columns
     if cfg.policy.name_or_path not in ("smollm2", "tiny"):
         resolve_model(cfg.policy.name_or_path)
     check_context(cfg)  # the longest prompt + completion fit the policy's context
