@@ -42,7 +42,8 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
         ("ensemble_uncertainty", "EnsembleUncertainty"), ("thompson", "Thompson"))},
     "oracle": {"openai": "rlaif.oracle.openai.OpenAIOracle", "local_llm": "rlaif.oracle.local_llm.LocalLLMOracle",
                "reward_model": "rlaif.oracle.reward_model.RewardModelOracle",
-               "simulated": "rlaif.oracle.simulated.SimulatedOracle", "fitted_rm": "rlaif.oracle.fitted_rm.FittedRMOracle"},
+               "simulated": "rlaif.oracle.simulated.SimulatedOracle", "fitted_rm": "rlaif.oracle.fitted_rm.FittedRMOracle",
+               "panel": "rlaif.oracle.panel.PanelOracle", "cascade": "rlaif.oracle.cascade.CascadeOracle"},
     "logger": {name: f"rlaif.logger.{name}.{cls}Logger" for name, cls in (
         ("none", "No"), ("tensorboard", "TensorBoard"), ("mlflow", "Mlflow"), ("wandb", "Wandb"), ("trackio", "Trackio"))},
 }
