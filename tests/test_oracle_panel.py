@@ -1,0 +1,199 @@
+"""oracle=panel and oracle=cascade on real local judges: the gold TF-IDF reward model, the simulated
+keyword judge, and ``rlaif serve-judge`` servers on loopback as paid OpenAI-type members (no mocks)."""
+
+import json
+
+import httpx
+import pytest
+
+from rlaif.labels.budget import Budget
+from rlaif.labels.ledger import Ledger
+from rlaif.oracle.cascade import CascadeConfig, CascadeOracle
+from rlaif.oracle.panel import PanelConfig, PanelOracle, agreement_of, member_rows
+from rlaif.registry import build
+from rlaif.types import Outcome
+
+from helpers import cfg, review_pairs, rlaif, serve_judge
+
+PRICE_IN, PRICE_OUT = 1.0, 4.0  # $ per million tokens of the served judges
+
+
+def served(base: str, name: str, **kw) -> dict:
+    """An OpenAI-type member node on a serve-judge server, paid."""
+    return {"_target_": "rlaif.oracle.openai.OpenAIOracle", "name": name, "base_url": base + "/v1", "model": "judge",
+            "api_key_env": "RLAIF_PANEL_TEST_KEY", "free": False, "price_input_per_mtok": PRICE_IN,
+            "price_output_per_mtok": PRICE_OUT, "mode": "logprobs", "max_tokens": 32, "timeout_s": 30,
+            "max_attempts": 2, "backoff_initial_s": 0.05, "concurrency": 4, "http_backend": "lean", **kw}
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("RLAIF_PANEL_TEST_KEY", "sk-panel-test-0123456789")  # a paid judge needs a key (any, here)
+
+
+def stats(base: str) -> dict:
+    return httpx.get(f"{base}/stats", timeout=5).json()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Two judge servers: the keyword judge, and a simulated keyword judge that flips 30% of answers."""
+    spec = tmp_path_factory.mktemp("judge") / "noisy.yaml"
+    spec.write_text("_target_: rlaif.oracle.simulated.SimulatedOracle\nflip_rate: 0.3\nseed: 7\nswap_p: 0.0\n")
+    with serve_judge() as clean, serve_judge("--oracle", str(spec)) as noisy:
+        yield clean, noisy
+
+
+def reset(*bases):
+    for b in bases:
+        httpx.post(f"{b}/admin/reset", json={}, timeout=5)
+
+
+MEMBERS = ["reward_model", {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "name": "kw", "swap_p": 0.0}]
+
+
+@pytest.mark.parametrize("aggregation", ["majority", "mean_p"])
+def test_panel_aggregates_records_agreement_and_costs_are_the_members_sum(servers, open_labeler, aggregation):
+    clean, noisy = servers
+    reset(clean, noisy)
+    panel = PanelOracle(PanelConfig(members=MEMBERS + [served(clean, "clean"), served(noisy, "noisy")],
+                                    aggregation=aggregation))
+    assert not panel.free and [m.name for m in panel.members][1:] == ["kw", "clean", "noisy"]
+    pairs = review_pairs(24)
+    labeler, ledger = open_labeler(panel, Budget(dollars=10.0), progress=False)
+    labels = labeler.label(pairs)
+    assert all(lab is not None for lab in labels)
+    for lab in labels:
+        rows = member_rows(lab.raw)
+        assert [r["judge"] for r in rows] == ["reward_model:imdb_sentiment", "kw", "clean", "noisy"]
+        valid = [r for r in rows if r["outcome"] != "invalid"]
+        assert lab.cost == pytest.approx(sum(r["cost"] for r in rows)) and lab.cost > 0
+        assert lab.tokens_in == sum(r["tokens_in"] for r in rows) and lab.tokens_out == sum(r["tokens_out"] for r in rows)
+        agree = sum(r["outcome"] == lab.outcome.value for r in valid) / len(valid)
+        assert agreement_of(lab.raw) == pytest.approx(agree)
+        if aggregation == "majority":
+            n = {o: sum(r["outcome"] == o for r in valid) for o in ("A", "B", "tie")}
+            want = "A" if n["A"] > max(n["B"], n["tie"]) else "B" if n["B"] > max(n["A"], n["tie"]) else "tie"
+        else:
+            p = sum(r["p_a"] if r["p_a"] is not None else {"A": 1.0, "B": 0.0}.get(r["outcome"], 0.5)
+                    for r in valid) / len(valid)
+            assert lab.p_a == pytest.approx(p)
+            want = "A" if p > 0.5 else "B" if p < 0.5 else "tie"
+        assert lab.outcome.value == want
+    assert any(agreement_of(lab.raw) < 1 for lab in labels)  # the noisy member disagrees sometimes
+    # one request = one ledger row with its exact cost; every member asked each pair exactly once
+    totals = ledger.totals()
+    assert totals["paid"] == len(pairs) and totals["lost"] == totals["failed"] == 0
+    assert totals["spent_dollars"] == pytest.approx(sum(lab.cost for lab in labels))
+    for base in (clean, noisy):
+        s = stats(base)
+        assert s["paid"] == s["paid_pairs"] == len(pairs)
+    rows = {r["pair_id"]: r for r in ledger.rows()}
+    assert all(member_rows(rows[p.id]["raw"]) == member_rows(lab.raw) for p, lab in zip(pairs, labels))
+
+
+def test_panel_budget_reserves_every_member_and_is_never_overrun(servers, open_labeler):
+    clean, noisy = servers
+    reset(clean, noisy)
+    panel = PanelOracle(PanelConfig(members=[served(clean, "clean"), served(noisy, "noisy")], batch_size=1,
+                                    concurrency=1))
+    pairs = review_pairs(30, seed=99)
+    worst = panel.worst_case(pairs[0])
+    assert worst.dollars == pytest.approx(sum(m.worst_case(pairs[0]).dollars for m in panel.members))
+    limit = 4.5 * worst.dollars  # room for a few panel requests, not for 30
+    labeler, ledger = open_labeler(panel, Budget(dollars=limit), progress=False)
+    labels = labeler.label(pairs)
+    got = [lab for lab in labels if lab is not None]
+    assert 4 <= len(got) < len(pairs)  # the budget refused the rest
+    totals = ledger.totals()
+    assert totals["spent_dollars"] <= limit and totals["paid"] == len(got)
+    assert totals["spent_dollars"] == pytest.approx(sum(lab.cost for lab in got))
+    for base in (clean, noisy):  # no member call outside a paid, recorded panel request
+        assert stats(base)["paid"] == len(got)
+
+
+def test_cascade_asks_the_expensive_judge_only_where_the_cheap_one_is_unsure(servers, open_labeler):
+    clean, noisy = servers
+    reset(clean, noisy)
+    httpx.post(f"{clean}/admin/faults", json={"faults": ["garbled", "garbled"]}, timeout=5)  # two invalid cheap answers
+    cascade = CascadeOracle(CascadeConfig(cheap=served(clean, "cheap", max_attempts=1), expensive=served(noisy, "big"),
+                                          margin=0.3))
+    pairs = review_pairs(40, seed=5)
+    worst = cascade.worst_case(pairs[0])
+    assert worst.dollars == pytest.approx(cascade.cheap.worst_case(pairs[0]).dollars
+                                          + cascade.expensive.worst_case(pairs[0]).dollars)
+    labeler, ledger = open_labeler(cascade, Budget(dollars=10.0), progress=False)
+    labels = labeler.label(pairs)
+    docs = [json.loads(lab.raw) for lab in labels]
+    up = [d for d in docs if d["cascade"]["escalated"]]
+    for lab, d in zip(labels, docs):
+        cheap = d["members"][0]
+        p = cheap["p_a"]
+        unsure = cheap["outcome"] in ("invalid", "tie") or (p is not None and abs(p - 0.5) < 0.3)
+        assert d["cascade"]["escalated"] == unsure
+        assert len(d["members"]) == (2 if unsure else 1)  # both answers recorded where both were asked
+        assert lab.cost == pytest.approx(sum(m["cost"] for m in d["members"]))  # what was actually called
+        if unsure and d["members"][1]["outcome"] != "invalid":
+            assert lab.outcome.value == d["members"][1]["outcome"] and d["cascade"]["verdict_from"] == "expensive"
+        if not unsure:
+            assert lab.outcome.value == cheap["outcome"]
+    assert sum(d["cascade"]["why"] == "invalid" for d in docs) == 2
+    assert 2 <= len(up) < len(pairs)
+    assert stats(clean)["paid"] == len(pairs) and stats(noisy)["paid"] == len(up)  # counted on the servers
+    assert ledger.totals()["spent_dollars"] == pytest.approx(sum(lab.cost for lab in labels))
+
+
+def test_cascade_both_orders_escalates_inconsistent_answers():
+    noisy = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "flip_rate": 0.3, "swap_p": 0.0, "seed": 3}
+    cascade = CascadeOracle(CascadeConfig(cheap=noisy, expensive="reward_model", margin=0.0, both_orders=True,
+                                          escalate_on_tie=False))
+    labels = cascade.label(review_pairs(40, seed=8))
+    docs = [json.loads(lab.raw) for lab in labels]
+    whys = {d["cascade"]["why"] for d in docs}
+    assert "inconsistent" in whys and None in whys
+    for d in docs:
+        first, second = d["members"][0]["outcome"], d["members"][1]["outcome"]
+        assert (first != second) == (d["cascade"]["why"] == "inconsistent") == d["cascade"]["escalated"]
+        assert len(d["members"]) == (3 if d["cascade"]["escalated"] else 2)
+
+
+def test_panel_composes_from_option_names_and_identity_covers_members():
+    c = cfg("oracle=panel", "oracle.members=[reward_model,simulated]", "oracle.aggregation=mean_p")
+    panel = build(c.oracle, "oracle")
+    assert [m.kind for m in panel.members] == ["reward_model", "simulated"]
+    other = build(cfg("oracle=panel", "oracle.members=[reward_model,simulated]", "oracle.aggregation=majority").oracle,
+                  "oracle")
+    assert panel.identity_hash() != other.identity_hash()
+    labs = panel.label(review_pairs(6))
+    assert all(lab.outcome is not Outcome.INVALID and len(member_rows(lab.raw)) == 2 for lab in labs)
+    casc = build(cfg("oracle=cascade").oracle, "oracle")
+    assert (casc.cheap.kind, casc.expensive.kind) == ("simulated", "reward_model")
+
+
+def test_panel_invalid_members_are_left_out_and_all_invalid_is_invalid():
+    always_bad = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "failure_rate": 1.0, "name": "bad"}
+    kw = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "name": "kw", "swap_p": 0.0}
+    labs = PanelOracle(PanelConfig(members=[always_bad, kw])).label(review_pairs(6))
+    for lab in labs:
+        rows = member_rows(lab.raw)
+        assert rows[0]["outcome"] == "invalid" and lab.outcome.value == rows[1]["outcome"]
+        assert agreement_of(lab.raw) == 1.0
+    labs = PanelOracle(PanelConfig(members=[always_bad, dict(always_bad, name="bad2")])).label(review_pairs(3))
+    assert all(lab.outcome is Outcome.INVALID and "every member invalid" in lab.reason for lab in labs)
+
+
+def test_bench_oracle_over_a_panel(tmp_path):
+    r = rlaif("bench-oracle", "oracle=panel", "oracle.members=[simulated,reward_model]", "oracle.aggregation=mean_p",
+              "n_pairs=40", "gold={_target_:rlaif.oracle.simulated.KeywordJudge}", f"out={tmp_path}", full_error=True,
+              timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (res_file,) = (tmp_path / "judges").glob("*/result.json")
+    res = json.loads(res_file.read_text())
+    assert res["pairs"] == 40 and res["answers"] == 80 and res["labels_paid"] == 80
+    assert 0.5 < res["gold_agreement"] <= 1.0 and res["dollars_per_1k"] == 0.0
+    assert res["latency_p50"] >= 0.0
+    led = Ledger(res_file.parent / "ledger.sqlite", readonly=True)
+    try:
+        assert all(len(member_rows(row["raw"])) == 2 for row in led.rows())
+    finally:
+        led.close()
