@@ -13,7 +13,7 @@ from rlaif.oracle.panel import PanelConfig, PanelOracle, agreement_of, member_ro
 from rlaif.registry import build
 from rlaif.types import Outcome
 
-from helpers import cfg, review_pairs, rlaif, serve_judge
+from helpers import cfg, review_pairs, rlaif, rlaif_env, serve_judge, tiny
 
 PRICE_IN, PRICE_OUT = 1.0, 4.0  # $ per million tokens of the served judges
 
@@ -197,3 +197,29 @@ def test_bench_oracle_over_a_panel(tmp_path):
         assert all(len(member_rows(row["raw"])) == 2 for row in led.rows())
     finally:
         led.close()
+
+
+def test_rlaif_run_with_a_panel_records_every_member_in_its_ledger(servers, tmp_path):
+    clean, _ = servers
+    reset(clean)
+    paid = (f"{{_target_:rlaif.oracle.openai.OpenAIOracle,name:served,base_url:'{clean}/v1',model:judge,"
+            f"api_key_env:RLAIF_PANEL_TEST_KEY,price_input_per_mtok:{PRICE_IN},price_output_per_mtok:{PRICE_OUT},"
+            "mode:logprobs,max_tokens:32,http_backend:lean}")
+    run = tmp_path / "run"
+    r = rlaif("run", *tiny("budget.labels=8", "budget.labels_per_round=8", "budget.dollars=1.0", "oracle=panel",
+                           f"oracle.members=[reward_model,simulated,{paid}]"),
+              f"hydra.run.dir={run}", timeout=480,
+              env=rlaif_env(True, RLAIF_PANEL_TEST_KEY="sk-panel-test-0123456789"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    led = Ledger(run / "ledger.sqlite", readonly=True)
+    try:
+        rows, totals = led.rows(), led.totals()
+    finally:
+        led.close()
+    assert rows and all(row["judge"] == "panel" for row in rows)
+    members = [member_rows(row["raw"]) for row in rows]
+    assert all([m["judge"] for m in ms] == ["reward_model:imdb_sentiment", "simulated", "served"] for ms in members)
+    assert totals["spent_dollars"] > 0
+    assert totals["spent_dollars"] == pytest.approx(sum(m["cost"] for ms in members for m in ms))
+    assert totals["lost"] == totals["failed"] == 0
+    assert stats(clean)["paid"] == len(rows)  # every served answer is in a committed ledger row
