@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 from rlaif.types import Completion, Prompt
 
@@ -57,3 +57,31 @@ class Generator(ABC):
 
     def close(self) -> None:
         """Release engines and processes."""
+
+    # -- scoring shared by the vLLM backends -----------------------------------------------------
+    def _score_hf(self, completions: Sequence[Completion]) -> list[list[float]]:
+        """Per-token log-probs of ``completions`` from a forward pass of the policy's HF model."""
+        from rlaif.models.scoring import sequence_logprobs
+
+        with self.policy.current() as model:
+            return sequence_logprobs(model, [(c.prompt.token_ids, c.token_ids) for c in completions],
+                                     pad_id=self.policy.pad_id, batch_size=self.cfg.score_batch_size,
+                                     per_token=True)
+
+    def _score_routed(self, completions: Sequence[Completion], max_model_len: int | None,
+                      engine: Callable[[list[Completion]], list[list[float]]]) -> list[list[float]]:
+        """Per-token log-probs through ``engine`` (a vLLM engine or server: ``prompt_logprobs``), except
+        for completions with no prompt or no room for the one token an engine must generate: HF."""
+        out: list[list[float] | None] = [None] * len(completions)
+        via, too_long = [], []
+        for i, c in enumerate(completions):
+            n = len(c.prompt.token_ids) + len(c.token_ids)
+            fits = max_model_len is None or n + 1 <= max_model_len
+            (via if fits and c.prompt.token_ids else too_long).append(i)
+        if via:
+            for i, v in zip(via, engine([completions[i] for i in via])):
+                out[i] = v
+        if too_long:
+            for i, v in zip(too_long, self._score_hf([completions[i] for i in too_long])):
+                out[i] = v
+        return out  # type: ignore[return-value]

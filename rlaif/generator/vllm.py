@@ -338,35 +338,17 @@ class VLLMGenerator(Generator):
         if self.cfg.score_backend == "hf":
             return self._score_hf(completions)
         self.sync()
+        return self._score_routed(completions, self.max_model_len, self._score_engine)
+
+    def _score_engine(self, completions: list[Completion]) -> list[list[float]]:
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
-        out: list[list[float] | None] = [None] * len(completions)
-        via_engine, too_long = [], []
-        for i, c in enumerate(completions):
-            n = len(c.prompt.token_ids) + len(c.token_ids)
-            (via_engine if n + 1 <= self.max_model_len and c.prompt.token_ids else too_long).append(i)
-        if via_engine:
-            sp = VSP(max_tokens=1, prompt_logprobs=0, detokenize=False, temperature=0.0)
-            reqs = [TokensPrompt(prompt_token_ids=list(completions[i].prompt.token_ids) + list(completions[i].token_ids))
-                    for i in via_engine]
-            res = self.llm.generate(reqs, sp, use_tqdm=False)
-            for i, r in zip(via_engine, res):
-                c = completions[i]
-                lo = len(c.prompt.token_ids)
-                out[i] = [float(r.prompt_logprobs[lo + j][t].logprob) for j, t in enumerate(c.token_ids)]
-        if too_long:  # no room for the one token the engine must generate: score with HF
-            for i, v in zip(too_long, self._score_hf([completions[i] for i in too_long])):
-                out[i] = v
-        return out  # type: ignore[return-value]
-
-    def _score_hf(self, completions: Sequence[Completion]) -> list[list[float]]:
-        from rlaif.models.scoring import sequence_logprobs
-
-        with self.policy.current() as model:
-            return sequence_logprobs(model, [(c.prompt.token_ids, c.token_ids) for c in completions],
-                                     pad_id=self.policy.pad_id, batch_size=self.cfg.score_batch_size,
-                                     per_token=True)
+        sp = VSP(max_tokens=1, prompt_logprobs=0, detokenize=False, temperature=0.0)
+        reqs = [TokensPrompt(prompt_token_ids=list(c.prompt.token_ids) + list(c.token_ids)) for c in completions]
+        res = self.llm.generate(reqs, sp, use_tqdm=False)
+        return [[float(r.prompt_logprobs[len(c.prompt.token_ids) + j][t].logprob) for j, t in enumerate(c.token_ids)]
+                for c, r in zip(completions, res)]
 
     def stats(self) -> dict:
         return {"engine_start_seconds": self.start_seconds, "syncs": len(self.sync_seconds),

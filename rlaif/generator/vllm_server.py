@@ -440,35 +440,20 @@ class VLLMServerGenerator(Generator):
         self.sync()
         if self.mode == "full":
             self._check_full()
-        out: list[list[float] | None] = [None] * len(completions)
-        via, too_long = [], []
-        for i, c in enumerate(completions):
-            n = len(c.prompt.token_ids) + len(c.token_ids)
-            fits = self.max_model_len is None or n + 1 <= self.max_model_len
-            (via if fits and c.prompt.token_ids else too_long).append(i)
+        return self._score_routed(completions, self.max_model_len, self._score_server)
+
+    def _score_server(self, completions: list[Completion]) -> list[list[float]]:
         bodies = [dict(model=self.policy_model, max_tokens=1, prompt_logprobs=0, temperature=0.0,
-                       prompt=list(completions[i].prompt.token_ids) + list(completions[i].token_ids))
-                  for i in via]
+                       prompt=list(c.prompt.token_ids) + list(c.token_ids)) for c in completions]
         # LoRA-enabled engines on CPU die on a batch of several prompt_logprobs requests: one at a time
         serial = self.cfg.score_serial if self.cfg.score_serial is not None else bool(
             self.mode == "lora" or self.cfg.urls)
         answers = self.pool.map("/v1/completions", bodies, serial=serial)
-        for i, a in zip(via, answers):
-            c, pl = completions[i], a["choices"][0]["prompt_logprobs"]
-            lo = len(c.prompt.token_ids)
-            out[i] = [float(pl[lo + j][str(t)]["logprob"]) for j, t in enumerate(c.token_ids)]
-        if too_long:  # no room for the one token a server must generate: score with HF
-            for i, v in zip(too_long, self._score_hf([completions[i] for i in too_long])):
-                out[i] = v
-        return out  # type: ignore[return-value]
-
-    def _score_hf(self, completions: Sequence[Completion]) -> list[list[float]]:
-        from rlaif.models.scoring import sequence_logprobs
-
-        with self.policy.current() as model:
-            return sequence_logprobs(model, [(c.prompt.token_ids, c.token_ids) for c in completions],
-                                     pad_id=self.policy.pad_id, batch_size=self.cfg.score_batch_size,
-                                     per_token=True)
+        out = []
+        for c, a in zip(completions, answers):
+            pl, lo = a["choices"][0]["prompt_logprobs"], len(c.prompt.token_ids)
+            out.append([float(pl[lo + j][str(t)]["logprob"]) for j, t in enumerate(c.token_ids)])
+        return out
 
 
 def cfg_urls(pool: ServerPool) -> str:
