@@ -37,6 +37,7 @@ from typing import Any, Optional, Sequence
 
 from rlaif.generator import orphan_guard
 from rlaif.generator.base import Generator, SamplingParams
+from rlaif.logger.progress import is_tty
 from rlaif.registry import ConfigError
 from rlaif.types import Completion, Prompt
 
@@ -309,7 +310,7 @@ class VLLMGenerator(Generator):
         sps = [self._params(params, None if params.seed is None else params.seed + i * params.n)
                for i in range(len(prompts))]
         reqs = [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts]
-        outs = self.llm.generate(reqs, sps, use_tqdm=len(reqs) >= 32)
+        outs = self.llm.generate(reqs, sps, use_tqdm=len(reqs) >= 32 and is_tty())  # no bar redraws in log files
         eos = self.policy.eos_id
         result: list[list[Completion]] = []
         for p, o in zip(prompts, outs):
