@@ -57,7 +57,7 @@ def test_log_lines_are_periodic_and_bars_only_on_a_terminal(monkeypatch, caplog)
 
 def test_the_dpo_line():
     line = progress.dpo_line({"steps": 2, "pairs": 16, "seconds": 1.25, "loss": 0.69314, "reward_accuracy": 0.625,
-                              "reward_margin": 0.0042, "kl_to_reference": 0.0123})
+                              "reward_margin": 0.0042, "ref_logratio": 0.0123})
     assert line == ("DPO 2 step(s) on 16 pairs in 1.2s: loss 0.6931, reward accuracy 0.62, margin 0.0042, "
-                    "KL to the reference 0.0123")
+                    "log pi/pi_ref on the training pairs 0.0123")
     assert progress.dpo_line({"steps": 0, "skipped": "no decisive labels"}) == "DPO skipped (no decisive labels)"

@@ -129,7 +129,7 @@ def round_scalars(m: dict) -> dict[str, float]:
         _put(out, "acquisition", {"generations_per_label": (acq.get("generations") or 0) / n,
                                   "seconds_per_label": (acq.get("seconds") or 0.0) / n})
     _put(out, "time", m.get("timings"))
-    _put(out, "dpo", m.get("train"))  # loss, reward_accuracy, reward_margin, kl_to_reference, logps/chosen, ...
+    _put(out, "dpo", m.get("train"))  # loss, reward_accuracy, reward_margin, ref_logratio, logps/chosen, ...
     _put(out, "selected", m.get("selected"))
     _put(out, "judge", {"latency_mean": m.get("latency_mean")})
     return out

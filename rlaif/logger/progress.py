@@ -113,14 +113,14 @@ def _f(v: Any, fmt: str) -> str:
 
 def dpo_line(stats: dict) -> str:
     """The one line of a DPO round: ``DPO 2 steps on 16 pairs in 1.6s: loss 0.6931, reward accuracy
-    0.62, margin 0.004, KL to the reference 0.01``."""
+    0.62, margin 0.004, log pi/pi_ref on the training pairs 0.01``."""
     if not stats.get("steps"):
         return f"DPO skipped ({stats.get('skipped', 'no steps')})"
     line = (f"DPO {stats['steps']} step(s) on {stats.get('pairs', '?')} pairs in {_f(stats.get('seconds'), '.1f')}s: "
             f"loss {_f(stats.get('loss'), '.4f')}, reward accuracy {_f(stats.get('reward_accuracy'), '.2f')}, "
             f"margin {_f(stats.get('reward_margin'), '.4f')}")
-    kl = stats.get("kl_to_reference")
-    return line + (f", KL to the reference {_f(kl, '.4f')}" if kl is not None else "")
+    lr = stats.get("ref_logratio")
+    return line + (f", log pi/pi_ref on the training pairs {_f(lr, '.4f')}" if lr is not None else "")
 
 
 def counting(bar: Any, postfix: Callable[[], str]) -> Callable[[int], None]:

@@ -130,7 +130,8 @@ def characteristics(runs: list[Run], path: Path) -> Path | None:
 # a round's DPO statistics (metrics.jsonl ``train``), as recorded; the first key of each present is drawn
 DPO_METRICS = ((("loss",), "DPO loss"), (("reward_accuracy",), "reward accuracy"),
                (("reward_margin",), "reward margin"),
-               (("kl", "kl_to_reference", "kl_ref", "kl_reference"), "KL to the reference"))
+               (("kl", "kl_to_reference", "kl_ref", "kl_reference"), "KL to the reference"),
+               (("ref_logratio",), "log pi/pi_ref, training pairs"))
 
 
 def _dpo_series(run: Run, keys: tuple[str, ...]) -> list[tuple[int, float]]:

@@ -73,10 +73,10 @@ def round_metrics(log_history: Sequence[dict], beta: float | None = None) -> dic
     """DPO's reward accuracy and margin of a round: the last step's and the mean over the last epoch.
 
     Every step is logged (``logging_steps=1``), so a round of a few steps still has them. With
-    ``beta``: ``kl_to_reference``, an estimate -- the mean log pi/pi_ref of the last step's chosen
-    and rejected completions, (rewards/chosen + rewards/rejected) / (2 beta). Those completions were
-    sampled by earlier policies, not the trained one, so it is a log-ratio on the training data, not
-    an exact KL (TRL logs none for the sigmoid loss).
+    ``beta``: ``ref_logratio``, the mean log pi/pi_ref of the last step's chosen and rejected
+    completions, (rewards/chosen + rewards/rejected) / (2 beta). Those completions were sampled by
+    earlier policies, not the trained one, so it can be negative: it is how far the policy moved on
+    the training pairs, not a KL (TRL logs none for the sigmoid loss).
     """
     logs = [h for h in log_history if "rewards/accuracies" in h]
     if not logs:
@@ -88,7 +88,7 @@ def round_metrics(log_history: Sequence[dict], beta: float | None = None) -> dic
            "reward_margin_epoch": float(np.mean([h["rewards/margins"] for h in last_epoch]))}
     last = logs[-1]
     if beta and "rewards/chosen" in last and "rewards/rejected" in last:
-        out["kl_to_reference"] = float(last["rewards/chosen"] + last["rewards/rejected"]) / (2 * beta)
+        out["ref_logratio"] = float(last["rewards/chosen"] + last["rewards/rejected"]) / (2 * beta)
     return out
 
 
