@@ -7,6 +7,7 @@ Every sampled completion carries its token ids and its summed log-prob under the
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 from rlaif.types import Completion, Prompt
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rlaif.models.policy import Policy
 
 
@@ -57,6 +60,21 @@ class Generator(ABC):
 
     def close(self) -> None:
         """Release engines and processes."""
+
+    # -- the directory weights are written to for an engine or servers to reload ----------------
+    _own_sync_dir: bool = False  # a temporary directory of ours (removed), not generator.sync_dir
+    _sync_dir: "Path | None" = None
+
+    def _drop_sync_dir(self) -> None:
+        if self._own_sync_dir and self._sync_dir is not None:
+            shutil.rmtree(self._sync_dir, ignore_errors=True)
+            self._sync_dir = None
+
+    def __del__(self):  # pragma: no cover -- interpreter shutdown order varies
+        try:
+            self._drop_sync_dir()
+        except Exception:  # noqa: BLE001
+            pass
 
     # -- scoring shared by the vLLM backends -----------------------------------------------------
     def _score_hf(self, completions: Sequence[Completion]) -> list[list[float]]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -214,16 +213,7 @@ class VLLMGenerator(Generator):
         if self._guard is not None:
             self._guard.stop()
             self._guard = None
-        if self._own_sync_dir and self._sync_dir is not None:
-            shutil.rmtree(self._sync_dir, ignore_errors=True)
-            self._sync_dir = None
-
-    def __del__(self):  # pragma: no cover -- interpreter shutdown order varies
-        try:
-            if self._own_sync_dir and self._sync_dir is not None:
-                shutil.rmtree(self._sync_dir, ignore_errors=True)
-        except Exception:  # noqa: BLE001
-            pass
+        self._drop_sync_dir()
 
     # -- weights -------------------------------------------------------------------------------
     def _reload(self, path: str | Path) -> float:

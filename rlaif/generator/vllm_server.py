@@ -265,16 +265,7 @@ class VLLMServerGenerator(Generator):
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.close()
-        if self._own_sync_dir and self._sync_dir is not None:
-            shutil.rmtree(self._sync_dir, ignore_errors=True)
-            self._sync_dir = None
-
-    def __del__(self):  # pragma: no cover -- interpreter shutdown order varies
-        try:
-            if self._own_sync_dir and self._sync_dir is not None:
-                shutil.rmtree(self._sync_dir, ignore_errors=True)
-        except Exception:  # noqa: BLE001
-            pass
+        self._drop_sync_dir()
 
     def stats(self) -> dict:
         servers = self.pool.servers if self.pool else []
