@@ -140,6 +140,10 @@ class EvalConfig:
         "help": "also judge policy vs reference with the oracle (costs labels for a paid judge; "
                 "null = on exactly when the oracle is free)"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate intervals"})
+    kl_prompts: int = field(default=0, metadata={
+        "help": "estimate KL(pi || pi_ref) each round on this many of the held-out prompts: one completion "
+                "each sampled at temperature 1, mean of log pi(y|x) - log pi_ref(y|x) with a 95% normal "
+                "interval (one generation + one reference pass per prompt); 0 = off"})
     min_judged: int = field(default=10, metadata={
         "help": "fewest valid judge answers for which an oracle win-rate is reported; below it the "
                 "figure is 'too few valid answers (k of n)'"})

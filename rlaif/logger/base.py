@@ -112,7 +112,7 @@ def round_scalars(m: dict) -> dict[str, float]:
     labels, spend (training and evaluation), acquisition, stage timings, DPO's statistics."""
     out: dict[str, float] = {"round": float(m["round"])}
     for key, name in (("gold_winrate", "winrate/gold"), ("oracle_winrate", "winrate/oracle"),
-                      ("gold_reward", "reward/gold")):
+                      ("gold_reward", "reward/gold"), ("kl_to_reference", "kl/reference")):
         _interval(out, m, key, name)
     if _num(m.get("reference_gold_reward")) is not None:
         out["reward/reference_gold"] = float(m["reference_gold_reward"])

@@ -137,7 +137,7 @@ DPO_METRICS = ((("loss",), "DPO loss"), (("reward_accuracy",), "reward accuracy"
 def _dpo_series(run: Run, keys: tuple[str, ...]) -> list[tuple[int, float]]:
     out = []
     for i, m in enumerate(run.metrics):
-        train = m.get("train") or {}
+        train = {**m, **(m.get("train") or {})}  # the evaluation's KL estimate sits beside the DPO stats
         value = next((train[k] for k in keys if isinstance(train.get(k), (int, float))), None)
         if value is not None and np.isfinite(value):
             out.append((int(m.get("round", i + 1)), float(value)))

@@ -185,7 +185,8 @@ def load_models(p: Parts) -> Models:
                              output_dir=str(p.run_dir / "state" / "trainer"))
         gold = load_gold(cfg.task.gold) if cfg.task.gold else None
         evaluator = Evaluator(cfg.eval, cfg.task, prompts.eval, generator, gold,
-                              p.labeler if eval_judged(cfg, p.oracle) else None, seed=cfg.seed, run_dir=p.run_dir)
+                              p.labeler if eval_judged(cfg, p.oracle) else None, seed=cfg.seed, run_dir=p.run_dir,
+                              reference_logprobs=reference)
     except BaseException:
         generator.close()  # the run never gets to close it
         raise

@@ -46,7 +46,7 @@ def winrate_text(m: dict, key: str) -> str:
 
 class Evaluator:
     def __init__(self, cfg, task_cfg, prompts: Sequence[Prompt], generator, gold=None, labeler=None,
-                 seed: int = 0, run_dir: Path | None = None) -> None:
+                 seed: int = 0, run_dir: Path | None = None, reference_logprobs=None) -> None:
         self.cfg, self.task_cfg = cfg, task_cfg
         self.prompts = list(prompts)[: cfg.prompts]
         self.generator, self.gold, self.labeler = generator, gold, labeler
@@ -54,6 +54,7 @@ class Evaluator:
         self.run_dir = run_dir
         self.reference: list[Completion] | None = None
         self.reference_gold: list[float] | None = None
+        self.reference_logprobs = reference_logprobs  # log pi_ref of given completions (the KL estimate)
 
     def _params(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
@@ -99,9 +100,24 @@ class Evaluator:
             out.update(self._judge(policy, round_))
             bar.update(1)
         bar.close()
+        out.update(self._kl(round_))
         out["samples"] = [{"prompt": c.prompt.text, "policy": c.text, "reference": r.text}
                           for c, r in list(zip(policy, self.reference))[:3]]
         return out
+
+    def _kl(self, round_: int) -> dict:
+        """KL(pi || pi_ref) on ``eval.kl_prompts`` held-out prompts: y ~ pi at temperature 1 (no top-p), the
+        per-sequence log-ratio log pi(y|x) - log pi_ref(y|x) averaged, with a normal interval. The
+        policy's log-prob comes with the sample; the reference's is one pass."""
+        k = min(int(getattr(self.cfg, "kl_prompts", 0) or 0), len(self.prompts))
+        if k <= 0 or self.reference_logprobs is None:
+            return {}
+        params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_new_tokens=self.task_cfg.max_new_tokens,
+                                min_new_tokens=self.task_cfg.min_new_tokens, seed=self.seed + 1000 * round_ + 991)
+        samples = [g[0] for g in self.generator.sample(self.prompts[:k], params)]
+        ref = self.reference_logprobs(samples)
+        m, lo, hi = normal_interval([c.logprob - r for c, r in zip(samples, ref)])
+        return {"kl_to_reference": m, "kl_to_reference_ci": [lo, hi], "kl_to_reference_n": k}
 
     def _judge(self, policy: Sequence[Completion], round_: int) -> dict:
         """The oracle's win-rate of the policy over the reference, with what it cost and its n."""

@@ -15,7 +15,8 @@ from rlaif.types import Label, Outcome, Pair
 # figures of the last round's evaluation that the summary repeats, where the round has them
 FINAL_EVAL_KEYS = ("gold_winrate", "gold_winrate_ci", "gold_winrate_n", "gold_reward", "gold_reward_ci",
                    "reference_gold_reward", "oracle_winrate", "oracle_winrate_ci", "oracle_winrate_n",
-                   "oracle_winrate_note", "oracle_eval_asked", "oracle_eval_judged")
+                   "oracle_winrate_note", "oracle_eval_asked", "oracle_eval_judged",
+                   "kl_to_reference", "kl_to_reference_ci", "kl_to_reference_n")
 
 
 def eval_spend(totals: dict) -> dict:
