@@ -55,7 +55,7 @@ def test_run_help_shows_config_fields_help():
     r = rlaif("run", "--help")
     assert r.returncode == 0, r.stderr
     out = squash(r.stdout)
-    assert "usage: rlaif run" in out and "oracle: local_llm, openai" in out
+    assert "usage: rlaif run" in out and re.search(r"oracle: [a-z_, ]*local_llm, openai", out)
     for name, text in field_help(BudgetConfig).items():
         assert f"{name}:" in out and squash(text) in out
     # an override picks what the page shows: the openai judge's own fields and their help
