@@ -199,6 +199,9 @@ class Label:
     # why the judge's answer ended, as its server said ("stop", "length" = cut off at max_tokens, ...);
     # None where unknown or not a generation. Both-orders answers: one per order, comma-separated.
     finish_reason: str | None = None
+    # a composite judge's (panel, cascade) answers it was made of, each in this pair's order: the
+    # ledger keeps each as its own row with its own cost (this label's cost is their sum)
+    parts: tuple["Part", ...] = ()
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
@@ -212,15 +215,17 @@ class Label:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Label":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "parts"})
 
     @classmethod
     def invalid(cls, reason: str, **kw: Any) -> "Label":
         return cls(outcome=Outcome.INVALID, reason=reason, **kw)
 
     def flipped(self) -> "Label":
-        """The same answer about the pair the other way round: outcome and P(a) flipped, all else kept."""
-        return replace(self, outcome=Outcome(self.outcome).flipped(), p_a=None if self.p_a is None else 1.0 - self.p_a)
+        """The same answer about the pair the other way round: outcome and P(a) flipped, all else kept
+        (its parts flipped too, each with its showing, as they are about the pair they are in)."""
+        return replace(self, outcome=Outcome(self.outcome).flipped(), p_a=None if self.p_a is None else 1.0 - self.p_a,
+                       parts=tuple(p.flipped() for p in self.parts))
 
     def oriented(self, swapped: bool) -> "Label":
         """The same answer, expressed for a pair shown with ``swapped`` (outcome stays in pair order).
@@ -232,6 +237,20 @@ class Label:
         if self.swapped == swapped:
             return self
         return replace(self.flipped(), swapped=swapped)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One judge's answer inside a composite label: its ``role`` (``member`` of a panel, a cascade's
+    ``cheap`` / ``cheap_reversed`` / ``expensive``), the judge's identity hash and its own label
+    (outcome in the composite label's pair order; ``swapped``: whether that judge saw b first)."""
+
+    role: str
+    identity: str
+    label: Label
+
+    def flipped(self) -> "Part":
+        return Part(self.role, self.identity, replace(self.label.flipped(), swapped=not self.label.swapped))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from rlaif.labels.ledger import ConfigChangedError, Ledger, LedgerError, request_key
-from rlaif.types import Completion, Label, Outcome, Pair, Prompt, Spend
+from rlaif.types import Completion, Label, Outcome, Pair, Part, Prompt, Spend
 
 
 def pair(i: int = 0, a: str = "good", b: str = "bad") -> Pair:
@@ -56,21 +56,61 @@ def test_finish_reason_is_kept_and_a_schema_2_ledger_is_migrated(tmp_path):
     led.put(request_key(IDENT, cut), IDENT, cut, Label(outcome=Outcome.INVALID, reason="cut off", raw="A: A\n\nA",
                                                       finish_reason="length", tokens_out=96, cost=0.01))
     assert led.get(request_key(IDENT, cut)).finish_reason == "length"
-    assert led.rows()[0]["finish_reason"] == "length" and led.meta()["schema"] == "3"
+    assert led.rows()[0]["finish_reason"] == "length" and led.meta()["schema"] == "4"
     led.close()
-    db = sqlite3.connect(f)  # the file as a schema-2 rlaif wrote it: no finish_reason column
+    db = sqlite3.connect(f)  # the file as a schema-2 rlaif wrote it: no finish_reason column, no answers table
     db.execute("ALTER TABLE labels DROP COLUMN finish_reason")
+    db.execute("DROP TABLE answers")
     db.execute("UPDATE meta SET v='2' WHERE k='schema'")
     db.commit()
     db.close()
     with Ledger(f, role="cache", readonly=True) as old:  # read as it is
         assert old.get(request_key(IDENT, cut)).finish_reason is None and old.meta()["schema"] == "2"
     led = Ledger(f, role="cache")  # migrated on open; old rows: finish reason unknown (NULL)
-    assert led.meta()["schema"] == "3" and led.get(request_key(IDENT, cut)).finish_reason is None
+    assert led.meta()["schema"] == "4" and led.get(request_key(IDENT, cut)).finish_reason is None
     led.put(request_key(IDENT, ok), IDENT, ok, Label(outcome=Outcome.A, raw="Preferred: A", finish_reason="stop"))
     assert [r["finish_reason"] for r in led.rows()] == [None, "stop"] and led.totals()["dollars"] == 0.01
     led.close()
     Ledger(f, role="cache").close()  # opening again changes nothing
+
+
+def test_a_composite_label_keeps_each_answer_as_its_own_row_with_its_cost(tmp_path):
+    f = tmp_path / "ledger.sqlite"
+    led = Ledger(f)
+    p, k = pair(), "k-panel"
+    parts = (Part("member", "id-big", Label(outcome=Outcome.A, p_a=0.8, raw="A", cost=0.03, tokens_in=100,
+                                            tokens_out=2, judge="big")),
+             Part("member", "id-small", Label(outcome=Outcome.INVALID, reason="garbled", raw="??", cost=0.001,
+                                              tokens_in=100, tokens_out=9, judge="small", finish_reason="length")))
+    failed = Label(outcome=Outcome.INVALID, reason="no answer", cost=0.031, judge="panel", parts=parts)
+    led.fail(k, p, failed, "train")  # a request that got no label: its members' answers were still paid
+    lab = Label(outcome=Outcome.A, raw='{"panel": "majority"}', cost=0.031, tokens_in=200, tokens_out=11,
+                judge="panel", parts=parts)
+    assert led.put(k, {"kind": "panel"}, p, lab)
+    assert not led.put(k, {"kind": "panel"}, p, lab)  # a key is answered once: its answers are not written twice
+    rows = led.answers(k)
+    assert [(r["judge"], r["of"], r["position"]) for r in rows] == [
+        ("big", "failed", 0), ("small", "failed", 1), ("big", "label", 0), ("small", "label", 1)]
+    assert rows[3]["finish_reason"] == "length" and rows[3]["outcome"] == "invalid" and rows[2]["cost"] == 0.03
+    got = led.parts([k])[k]
+    assert [x.label.judge for x in got] == ["big", "small"] and got[0].label.p_a == 0.8 and got[1].identity == "id-small"
+    other = pair(1)  # a single judge's row beside it
+    led.put("k-one", IDENT, other, Label(outcome=Outcome.B, raw="B", cost=0.5, tokens_in=7, judge="openai"))
+    judges = led.totals()["judges"]
+    assert judges == {"big": {"answers": 2, "invalid": 0, "dollars": pytest.approx(0.06), "tokens": 204},
+                      "small": {"answers": 2, "invalid": 2, "dollars": pytest.approx(0.002), "tokens": 218},
+                      "openai": {"answers": 1, "invalid": 0, "dollars": 0.5, "tokens": 7}}
+    assert led.totals()["spent_dollars"] == pytest.approx(0.031 + 0.031 + 0.5)  # the labels' sums, as before
+    led.close()
+    db = sqlite3.connect(f)  # a schema-3 ledger (before answers rows) is migrated on open
+    db.execute("DROP TABLE answers")
+    db.execute("UPDATE meta SET v='3' WHERE k='schema'")
+    db.commit()
+    db.close()
+    with Ledger(f, readonly=True) as old:
+        assert old.answers() == [] and old.parts([k]) == {} and old.totals()["judges"]["panel"]["answers"] == 2
+    with Ledger(f) as led:
+        assert led.meta()["schema"] == "4" and led.answers() == []
 
 
 def test_bulk_lookup_and_group_writes(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from rlaif.labels.budget import Budget
 from rlaif.labels.ledger import Ledger
 from rlaif.oracle.cascade import CascadeConfig, CascadeOracle
-from rlaif.oracle.panel import PanelConfig, PanelOracle, agreement_of, member_rows
+from rlaif.oracle.panel import PanelConfig, PanelOracle, agreement_of
 from rlaif.registry import build
 from rlaif.types import Outcome
 
@@ -44,6 +44,20 @@ def servers(tmp_path_factory):
         yield clean, noisy
 
 
+def member_rows(lab) -> list[dict]:
+    """The members' answers of a composite label (its parts), as dicts."""
+    return [{"judge": p.label.judge, "role": p.role, "outcome": p.label.outcome.value, "p_a": p.label.p_a,
+             "cost": p.label.cost, "tokens_in": p.label.tokens_in, "tokens_out": p.label.tokens_out,
+             "swapped": p.label.swapped} for p in lab.parts]
+
+
+def ledger_members(ledger, key) -> list[dict]:
+    """The same, from the ledger's own rows of the label's answers."""
+    return [{k: (bool(r[k]) if k == "swapped" else r[k]) for k in
+             ("judge", "role", "outcome", "p_a", "cost", "tokens_in", "tokens_out", "swapped")}
+            for r in ledger.answers(key) if r["of"] == "label"]
+
+
 def reset(*bases):
     for b in bases:
         httpx.post(f"{b}/admin/reset", json={}, timeout=5)
@@ -64,7 +78,7 @@ def test_panel_aggregates_records_agreement_and_costs_are_the_members_sum(server
     labels = labeler.label(pairs)
     assert all(lab is not None for lab in labels)
     for lab in labels:
-        rows = member_rows(lab.raw)
+        rows = member_rows(lab)
         assert [r["judge"] for r in rows] == ["reward_model:imdb_sentiment", "kw", "clean", "noisy"]
         valid = [r for r in rows if r["outcome"] != "invalid"]
         assert lab.cost == pytest.approx(sum(r["cost"] for r in rows)) and lab.cost > 0
@@ -88,8 +102,13 @@ def test_panel_aggregates_records_agreement_and_costs_are_the_members_sum(server
     for base in (clean, noisy):
         s = stats(base)
         assert s["paid"] == s["paid_pairs"] == len(pairs)
-    rows = {r["pair_id"]: r for r in ledger.rows()}
-    assert all(member_rows(rows[p.id]["raw"]) == member_rows(lab.raw) for p, lab in zip(pairs, labels))
+    # every member's answer is its own ledger row with its own cost, beside the panel's label row
+    assert all(ledger_members(ledger, labeler.key(p)) == member_rows(lab) for p, lab in zip(pairs, labels))
+    judges = ledger.totals()["judges"]
+    assert set(judges) == {"reward_model:imdb_sentiment", "kw", "clean", "noisy"}
+    assert all(j["answers"] == len(pairs) for j in judges.values())
+    assert judges["clean"]["dollars"] > 0 and judges["kw"]["dollars"] == 0
+    assert sum(j["dollars"] for j in judges.values()) == pytest.approx(totals["spent_dollars"])
 
 
 def test_panel_budget_reserves_every_member_and_is_never_overrun(servers, open_labeler):
@@ -126,17 +145,21 @@ def test_cascade_asks_the_expensive_judge_only_where_the_cheap_one_is_unsure(ser
     labels = labeler.label(pairs)
     docs = [json.loads(lab.raw) for lab in labels]
     up = [d for d in docs if d["cascade"]["escalated"]]
-    for lab, d in zip(labels, docs):
-        cheap = d["members"][0]
+    for pair, lab, d in zip(pairs, labels, docs):
+        ms = member_rows(lab)
+        cheap = ms[0]
         p = cheap["p_a"]
         unsure = cheap["outcome"] in ("invalid", "tie") or (p is not None and abs(p - 0.5) < 0.3)
         assert d["cascade"]["escalated"] == unsure
-        assert len(d["members"]) == (2 if unsure else 1)  # both answers recorded where both were asked
-        assert lab.cost == pytest.approx(sum(m["cost"] for m in d["members"]))  # what was actually called
-        if unsure and d["members"][1]["outcome"] != "invalid":
-            assert lab.outcome.value == d["members"][1]["outcome"] and d["cascade"]["verdict_from"] == "expensive"
+        assert [m["role"] for m in ms] == (["cheap", "expensive"] if unsure else ["cheap"])  # what was asked
+        assert ledger_members(ledger, labeler.key(pair)) == ms  # both answers in the ledger, each its own row
+        assert lab.cost == pytest.approx(sum(m["cost"] for m in ms))  # what was actually called
+        if unsure and ms[1]["outcome"] != "invalid":
+            assert lab.outcome.value == ms[1]["outcome"] and d["cascade"]["verdict_from"] == "expensive"
         if not unsure:
             assert lab.outcome.value == cheap["outcome"]
+    judges = ledger.totals()["judges"]
+    assert judges["cheap"]["answers"] == len(pairs) and judges["big"]["answers"] == len(up)
     assert sum(d["cascade"]["why"] == "invalid" for d in docs) == 2
     assert 2 <= len(up) < len(pairs)
     assert stats(clean)["paid"] == len(pairs) and stats(noisy)["paid"] == len(up)  # counted on the servers
@@ -151,10 +174,12 @@ def test_cascade_both_orders_escalates_inconsistent_answers():
     docs = [json.loads(lab.raw) for lab in labels]
     whys = {d["cascade"]["why"] for d in docs}
     assert "inconsistent" in whys and None in whys
-    for d in docs:
-        first, second = d["members"][0]["outcome"], d["members"][1]["outcome"]
+    for lab, d in zip(labels, docs):
+        ms = member_rows(lab)
+        first, second = ms[0]["outcome"], ms[1]["outcome"]
+        assert [m["role"] for m in ms[:2]] == ["cheap", "cheap_reversed"] and ms[1]["swapped"] != ms[0]["swapped"]
         assert (first != second) == (d["cascade"]["why"] == "inconsistent") == d["cascade"]["escalated"]
-        assert len(d["members"]) == (3 if d["cascade"]["escalated"] else 2)
+        assert len(ms) == (3 if d["cascade"]["escalated"] else 2)
 
 
 def test_panel_composes_from_option_names_and_identity_covers_members():
@@ -165,9 +190,20 @@ def test_panel_composes_from_option_names_and_identity_covers_members():
                   "oracle")
     assert panel.identity_hash() != other.identity_hash()
     labs = panel.label(review_pairs(6))
-    assert all(lab.outcome is not Outcome.INVALID and len(member_rows(lab.raw)) == 2 for lab in labs)
+    assert all(lab.outcome is not Outcome.INVALID and len(member_rows(lab)) == 2 for lab in labs)
     casc = build(cfg("oracle=cascade").oracle, "oracle")
     assert (casc.cheap.kind, casc.expensive.kind) == ("simulated", "reward_model")
+
+
+def test_a_swapped_showing_keeps_every_members_answer_in_the_pairs_order():
+    kw = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "name": "kw", "swap_p": 0.0}
+    pairs = review_pairs(8)
+    alone = build(kw, "oracle").label(pairs)
+    shown_swapped = PanelOracle(PanelConfig(members=[kw, "reward_model"], swap_p=1.0)).label(pairs)
+    for a, lab in zip(alone, shown_swapped):
+        assert lab.swapped and lab.parts[0].label.outcome is a.outcome  # in the pair's order
+        assert lab.parts[0].label.swapped  # the member saw b first
+        assert lab.parts[0].label.p_a == pytest.approx(a.p_a)
 
 
 def test_panel_invalid_members_are_left_out_and_all_invalid_is_invalid():
@@ -175,7 +211,7 @@ def test_panel_invalid_members_are_left_out_and_all_invalid_is_invalid():
     kw = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "name": "kw", "swap_p": 0.0}
     labs = PanelOracle(PanelConfig(members=[always_bad, kw])).label(review_pairs(6))
     for lab in labs:
-        rows = member_rows(lab.raw)
+        rows = member_rows(lab)
         assert rows[0]["outcome"] == "invalid" and lab.outcome.value == rows[1]["outcome"]
         assert agreement_of(lab.raw) == 1.0
     labs = PanelOracle(PanelConfig(members=[always_bad, dict(always_bad, name="bad2")])).label(review_pairs(3))
@@ -194,9 +230,17 @@ def test_bench_oracle_over_a_panel(tmp_path):
     assert res["latency_p50"] >= 0.0
     led = Ledger(res_file.parent / "ledger.sqlite", readonly=True)
     try:
-        assert all(len(member_rows(row["raw"])) == 2 for row in led.rows())
+        answers = led.answers()
+        assert len(answers) == 2 * len(led.rows()) == 160
     finally:
         led.close()
+    # each member measured on the answers it gave the panel, and a leaderboard row of its own
+    assert [(m["judge"], m["role"], m["answers"], m["asked_share"]) for m in res["members"]] == [
+        ("simulated", "member", 80, 1.0), ("reward_model:imdb_sentiment", "member", 80, 1.0)]
+    gold_rm = res["members"][1]
+    assert gold_rm["self_consistency"] == 1.0 and gold_rm["position_bias"] == 0.0  # a reward model sees no order
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert ")/simulated |" in board and ")/reward_model:imdb_sentiment |" in board
 
 
 def test_rlaif_run_with_a_panel_records_every_member_in_its_ledger(servers, tmp_path):
@@ -213,13 +257,16 @@ def test_rlaif_run_with_a_panel_records_every_member_in_its_ledger(servers, tmp_
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     led = Ledger(run / "ledger.sqlite", readonly=True)
     try:
-        rows, totals = led.rows(), led.totals()
+        rows, totals, answers = led.rows(), led.totals(), led.answers()
     finally:
         led.close()
     assert rows and all(row["judge"] == "panel" for row in rows)
-    members = [member_rows(row["raw"]) for row in rows]
+    members = [[a for a in answers if a["key"] == row["key"]] for row in rows]
     assert all([m["judge"] for m in ms] == ["reward_model:imdb_sentiment", "simulated", "served"] for ms in members)
     assert totals["spent_dollars"] > 0
     assert totals["spent_dollars"] == pytest.approx(sum(m["cost"] for ms in members for m in ms))
+    assert totals["judges"]["served"]["dollars"] == pytest.approx(totals["spent_dollars"])  # the only paid member
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ledger"]["judges"]["served"]["answers"] == len(rows)
     assert totals["lost"] == totals["failed"] == 0
     assert stats(clean)["paid"] == len(rows)  # every served answer is in a committed ledger row

@@ -86,6 +86,7 @@ def test_a_schema_2_ledger_is_migrated_and_its_rows_parse_as_before(tmp_path, ca
     run, _, _ = _labelled_run(tmp_path, False)
     db = sqlite3.connect(run / "ledger.sqlite")  # as rlaif wrote it before finish reasons were stored
     db.execute("ALTER TABLE labels DROP COLUMN finish_reason")
+    db.execute("DROP TABLE answers")
     db.execute("UPDATE meta SET v='2' WHERE k='schema'")
     db.commit()
     db.close()
@@ -98,5 +99,5 @@ def test_a_schema_2_ledger_is_migrated_and_its_rows_parse_as_before(tmp_path, ca
     out = capsys.readouterr().out
     assert "3 outcomes changed: invalid->" in out and "->invalid" not in out, out
     with Ledger(run / "ledger.sqlite") as ledger:
-        assert ledger.meta()["schema"] == "3"
+        assert ledger.meta()["schema"] == "4"
         assert {r["finish_reason"] for r in ledger.rows()} == {None}

@@ -71,7 +71,9 @@ def _gold_node(cfg):
     return g
 
 
-def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float, str | None]:
+def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float, str | None, list]:
+    """The labels of ``pairs``, the ledger's totals, the wall time, what stopped the budget, and each
+    label's parts (a composite judge's members' answers, from the ledger; None where not labelled)."""
     from rlaif.labels.labeler import Labeler
     from rlaif.labels.ledger import Ledger
 
@@ -84,10 +86,16 @@ def _label(oracle, budget, ledger_path: Path, pairs) -> tuple[list, dict, float,
         labels = labeler.label(pairs, purpose="train")
         wall = time.perf_counter() - t
         totals = ledger.totals()
+        keys = [labeler.key(p) for p in pairs]
+        stored, rows = ledger.parts(keys), ledger.get_many(keys)
+        # each part as the asking pair sees it (a stored label is in the order of the pair that bought it)
+        parts = [None if lab is None or k not in rows else
+                 tuple(p.flipped() if rows[k].swapped != oracle.swap_for(pair) else p for p in stored.get(k, ()))
+                 for lab, k, pair in zip(labels, keys, pairs)]
     finally:
         labeler.close()
         ledger.close()
-    return labels, totals, wall, (budget.stopped_by if budget is not None else None)
+    return labels, totals, wall, (budget.stopped_by if budget is not None else None), parts
 
 
 def _unswap(lab):
@@ -113,7 +121,7 @@ def bench_judge(cfg, out: Path, name: str | None = None) -> dict:
 
     from rlaif import registry
     from rlaif.bench_oracle import leaderboard
-    from rlaif.bench_oracle.measure import cost, quality
+    from rlaif.bench_oracle.measure import cost, members, quality
     from rlaif.labels.budget import Budget
     from rlaif.cli.common import redact
 
@@ -128,13 +136,17 @@ def bench_judge(cfg, out: Path, name: str | None = None) -> dict:
     jdir = out / "judges" / _safe(name)
     jdir.mkdir(parents=True, exist_ok=True)
     both = list(pairs) + [p.swapped() for p in pairs]
-    labels, totals, wall, stopped = _label(oracle, budget, jdir / "ledger.sqlite", both)
+    labels, totals, wall, stopped, parts = _label(oracle, budget, jdir / "ledger.sqlite", both)
     fwd, rev = labels[:len(pairs)], [_unswap(lab) for lab in labels[len(pairs):]]
     res = {"judge": name, "oracle": oracle.name, **quality(fwd, rev, gold), **cost(totals, labels, wall),
            "cached_answers": sum(1 for lab in labels if lab is not None and lab.cached),
            "stopped_by": stopped, "pairs_source": str(cfg.pairs), "gold": gold_name,
            "ledger": str(jdir / "ledger.sqlite"), "identity": oracle.identity(),
            "config": redact(OmegaConf.to_container(cfg.oracle, resolve=True))}
+    if any(parts):  # a panel or a cascade: each member on its own answers, beside the whole
+        n = len(pairs)
+        res["members"] = members(parts[:n], [None if x is None else tuple(p.flipped() for p in x) for x in parts[n:]],
+                                 gold)
     with open(jdir / "answers.jsonl", "w") as f:
         for i, p in enumerate(pairs):
             f.write(json.dumps({"pair_id": p.id, "ab": fwd[i].outcome.value if fwd[i] else None,

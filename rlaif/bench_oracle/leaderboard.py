@@ -22,7 +22,17 @@ PERCENT = {"gold_agreement", "self_consistency", "first_share", "position_bias",
 
 
 def collect(out: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted((out / "judges").glob("*/result.json"))]
+    """Every judge's result, and every member of a composite judge as its own row (``panel/member``,
+    measured on the answers it gave the composite), best first."""
+    rows = []
+    for p in sorted((out / "judges").glob("*/result.json")):
+        r = json.loads(p.read_text())
+        rows.append(r)
+        for m in r.get("members", []):
+            role = "" if m["role"] == "member" else f" ({m['role']})"
+            rows.append({**m, "judge": f"{r['judge']}/{m['judge']}{role}", "member_of": r["judge"],
+                         "pairs": r["pairs"], "pairs_source": r["pairs_source"], "gold": r.get("gold"),
+                         "stopped_by": r.get("stopped_by"), "ledger": r.get("ledger")})
     key = "gold_agreement" if any("gold_agreement" in r for r in rows) else "self_consistency"
     return sorted(rows, key=lambda r: -(r.get(key) if r.get(key) is not None else -1.0))
 
@@ -68,7 +78,10 @@ def write(out: Path) -> list[dict]:
                "Position bias (est.) = 2 × first-position share − 1. Flip rate (est.): gold disagreement net of "
                "position bias, 1 − (agreement − bias/2)/(1 − bias) -- exact for a judge that answers 'first' with "
                "probability bias and otherwise flips the gold's answer at that rate. Costs come from each judge's "
-               "ledger (`judges/<judge>/ledger.sqlite`); seconds are wall clock at the judge's concurrency. Health guard: "
+               "ledger (`judges/<judge>/ledger.sqlite`); seconds are wall clock at the judge's concurrency. A row "
+               "`panel/member` is one member of a panel or cascade, measured on the answers it gave there (its cost "
+               "from its own ledger rows; a cascade's expensive judge answered only the escalated requests). "
+               "Health guard: "
                "what `rlaif run`'s judge health guard (`judge_health.*`) would say of these answers: over half "
                "invalid, or a first-position share outside [10%, 90%], stops a run.", "",
            "![quality vs cost](quality_vs_cost.png)", ""]

@@ -17,6 +17,10 @@ the benchmark controls the order). Outcomes are compared in the pair's own order
 * cost from the judge's own ledger: tokens per label, US$ per 1,000 labels; time: seconds per
   1,000 labels (wall clock, at the judge's configured concurrency), labels per second,
   p50 / p95 latency per request.
+
+A composite judge (a panel, a cascade) is also measured member by member (:func:`members`), on the
+same answers its members gave it: each member's quality, its share of the requests it was asked
+(a cascade's expensive judge: only the escalated ones) and its own cost from its ledger rows.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from rlaif.report.intervals import bootstrap_interval
 from rlaif.labels.judge_health import JudgeHealthConfig, verdict
-from rlaif.types import Label, Outcome
+from rlaif.types import Label, Outcome, Part
 
 
 def _match(judge: Outcome, gold: Outcome) -> float | None:
@@ -94,4 +98,33 @@ def cost(totals: dict, answers: list[Label | None], wall_seconds: float) -> dict
            "labels_per_second": paid / wall_seconds if wall_seconds > 0 else math.inf,
            "latency_p50": float(np.percentile(lat, 50)) if lat else float("nan"),
            "latency_p95": float(np.percentile(lat, 95)) if lat else float("nan")}
+    return out
+
+
+def members(fwd: list[tuple[Part, ...] | None], rev: list[tuple[Part, ...] | None],
+            gold: list[Label | None] | None, n_boot: int = 1000) -> list[dict]:
+    """Each member of a composite judge measured on its own answers: ``fwd[i]`` / ``rev[i]`` the parts of
+    the composite's answers for pair i shown (a, b) / (b, a) (in (a, b) order), None where not bought here."""
+    names: dict[tuple[str, str], None] = {}
+    for parts in fwd + rev:
+        for p in parts or ():
+            names.setdefault((p.role, p.label.judge), None)
+    requests = sum(1 for parts in fwd + rev if parts is not None)
+    out = []
+    for role, judge in names:
+        def of(parts):
+            got = [p.label for p in parts or () if (p.role, p.label.judge) == (role, judge)]
+            return got[0] if got else None
+        f, r = [of(x) for x in fwd], [of(x) for x in rev]
+        answers = [lab for lab in f + r if lab is not None]
+        q = quality(f, r, gold, n_boot)
+        dollars = sum(float(lab.cost) for lab in answers)
+        tokens = sum(int(lab.tokens_in) + int(lab.tokens_out) for lab in answers)
+        lat = [float(lab.latency) for lab in answers]
+        out.append({**q, "judge": judge, "role": role, "asked_share": len(answers) / requests if requests else None,
+                    "dollars": dollars, "tokens": tokens,
+                    "tokens_per_label": tokens / len(answers) if answers else float("nan"),
+                    "dollars_per_1k": 1000.0 * dollars / len(answers) if answers else float("nan"),
+                    "latency_p50": float(np.percentile(lat, 50)) if lat else float("nan"),
+                    "latency_p95": float(np.percentile(lat, 95)) if lat else float("nan")})
     return out

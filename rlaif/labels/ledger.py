@@ -17,6 +17,11 @@ Crash safety (the file is SQLite in WAL mode with ``synchronous=FULL``):
   requests that were in flight when the last process died: they move to the ``lost`` table and
   are charged to the budget at their worst case (the judge may have been paid for them).
 
+A composite judge's label (a panel, a cascade) is one row of ``labels``, and each answer it was
+made of is its own row of ``answers`` (same key, its position, role, judge, outcome in the pair's
+order, cost, tokens, latency, raw output, finish reason), committed in the same transaction;
+``totals()["judges"]`` is the spend per judge (a composite's members, not the composite).
+
 Each row keeps the judge's ``finish_reason`` (why its answer ended: ``length`` = cut off at
 ``max_tokens``), so ``rlaif reparse`` sees a cut-off answer as the live path did. Schema 2
 ledgers (without that column) are migrated on open; their rows' finish reason is NULL (unknown).
@@ -40,11 +45,37 @@ from typing import Any, Callable, Iterable, Sequence
 from rlaif.errors import RlaifError
 # ConfigChangedError lives with the fingerprint check; importable from here as before
 from rlaif.run.fingerprint import ConfigChangedError, refuse_changed  # noqa: F401
-from rlaif.types import Label, Outcome, Pair, canonical_json
+from rlaif.types import Label, Outcome, Pair, Part, canonical_json
 
 APP = "rlaif-ledger"
-SCHEMA_VERSION = 3
-MIGRATIONS = {2: ["ALTER TABLE labels ADD COLUMN finish_reason TEXT"]}  # from schema N to N+1
+SCHEMA_VERSION = 4
+_ANSWERS = """CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    identity_hash TEXT NOT NULL,
+    pair_id TEXT NOT NULL,
+    round INTEGER,
+    purpose TEXT NOT NULL,
+    swapped INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    p_a REAL,
+    raw TEXT,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    latency REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    finish_reason TEXT,
+    committed_at REAL NOT NULL,
+    of TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_key ON answers(key)"""
+MIGRATIONS = {2: ["ALTER TABLE labels ADD COLUMN finish_reason TEXT"],  # from schema N to N+1
+              3: _ANSWERS.split(";")}
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -126,6 +157,7 @@ CREATE TABLE failed (
     attempts INTEGER NOT NULL,
     at REAL NOT NULL
 );
+""" + _ANSWERS + """;
 CREATE TABLE reparses (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
@@ -473,7 +505,22 @@ class Ledger:
                               f"({','.join('?' * len(LABEL_ROW_COLS))})", row)
         if pending_id is not None:
             self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
+        if cur.rowcount == 1 and paid:
+            self._put_parts(key, pair, label, purpose, "label")
         return cur.rowcount == 1
+
+    def _put_parts(self, key: str, pair: Pair, label: Label, purpose: str, of: str) -> None:
+        """A composite label's answers, one ``answers`` row each (what each judge was paid); ``of``:
+        ``label`` (a committed label's) or ``failed`` (a request that got no label: it may be asked again)."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO answers (key, position, role, judge, identity_hash, pair_id, round, purpose, "
+            "swapped, outcome, reason, p_a, raw, tokens_in, tokens_out, cost, latency, attempts, finish_reason, "
+            "committed_at, of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(key, i, p.role, p.label.judge or "?", p.identity, pair.id, pair.round, purpose, int(p.label.swapped),
+              Outcome(p.label.outcome).value, p.label.reason, p.label.p_a, p.label.raw, int(p.label.tokens_in),
+              int(p.label.tokens_out), float(p.label.cost), float(p.label.latency), int(p.label.attempts),
+              p.label.finish_reason, now, of) for i, p in enumerate(label.parts)])
 
     def fail(self, key: str, pair: Pair, label: Label, purpose: str, pending_id: int | None = None) -> None:
         """Record a request that got no answer (e.g. retries exhausted): it is not a label and is never
@@ -488,6 +535,7 @@ class Ledger:
              int(label.tokens_out), float(label.cost), float(label.latency), int(label.attempts), time.time()))
         if pending_id is not None:
             self.db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
+        self._put_parts(key, pair, label, purpose, "failed")
 
     def update_outcome(self, key: str, outcome: Outcome, reason: str | None, p_a: float | None,
                        parser: str) -> None:
@@ -556,6 +604,37 @@ class Ledger:
             args.append(round)
         return self._select("labels", ("WHERE " + " AND ".join(conds)) if conds else "", tuple(args))
 
+    def answers(self, key: str | None = None, purpose: str | None = None) -> list[dict]:
+        """The rows of composite judges' answers (``of``: ``label`` or ``failed``), optionally of one
+        label ``key`` or ``purpose``; none in a ledger older than schema 4."""
+        if "answers" not in self._tables():
+            return []
+        conds = [(c, v) for c, v in (("key", key), ("purpose", purpose)) if v is not None]
+        return self._select("answers", ("WHERE " + " AND ".join(f"{c}=?" for c, _ in conds)) if conds else "",
+                            tuple(v for _, v in conds))
+
+    def parts(self, keys: Iterable[str]) -> dict[str, tuple[Part, ...]]:
+        """The parts of the committed composite labels of ``keys`` (in each label's pair order)."""
+        out: dict[str, list[Part]] = {}
+        if "answers" not in self._tables():
+            return {}
+        keys = list(dict.fromkeys(keys))
+        for j in range(0, len(keys), 500):
+            chunk = keys[j:j + 500]
+            with self._lock:
+                cur = self.db.execute(f"SELECT * FROM answers WHERE of='label' AND key IN ({','.join('?' * len(chunk))})"
+                                      f" ORDER BY key, position", chunk)
+                cols = [c[0] for c in cur.description]
+                rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            for r in rows:
+                r["swapped"] = bool(r["swapped"])
+                out.setdefault(r["key"], []).append(Part(r["role"], r["identity_hash"], Label.from_dict(r)))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _tables(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
     def pending(self) -> list[dict]:
         return self._select("pending")
 
@@ -596,12 +675,36 @@ class Ledger:
                 tuple(args)).fetchone()
             inv = self.db.execute(f"SELECT COUNT(*) FROM labels {where + (' AND ' if where else 'WHERE ')}"
                                   f"outcome='invalid'", tuple(args)).fetchone()[0]
-        return {"rows": n, "paid": p[0], "cached": n - p[0], "invalid": inv,
+        return {"rows": n, "paid": p[0], "cached": n - p[0], "invalid": inv, "judges": self._by_judge(where, args),
                 "dollars": p[1], "tokens": p[2] + p[3], "tokens_in": p[2], "tokens_out": p[3],
                 "latency_mean": (p[4] / p[0]) if p[0] else 0.0,
                 "lost": lo[0], "lost_dollars": lo[1], "lost_tokens": lo[2],
                 "failed": fa[0], "failed_dollars": fa[1], "failed_tokens": fa[2],
                 "spent_dollars": p[1] + lo[1] + fa[1], "spent_tokens": p[2] + p[3] + lo[2] + fa[2]}
+
+    def _by_judge(self, where: str, args: Sequence) -> dict:
+        """Answers, invalid answers, dollars and tokens per judge that was paid: a composite label's
+        members (its ``answers`` rows, failed requests' included), every other judge's paid rows and
+        failed requests (lost requests name no answer: they are in ``lost``, not here)."""
+        q = ("SELECT judge, COUNT(*), COALESCE(SUM({inv}),0), COALESCE(SUM(cost),0), "
+             "COALESCE(SUM(tokens_in+tokens_out),0) FROM {t} {w} GROUP BY judge")
+        has_answers = "answers" in self._tables()
+        own = (where + " AND " if where else "WHERE ") + "{paid}" + \
+            (" AND key NOT IN (SELECT key FROM answers)" if has_answers else "")
+        out: dict = {}
+        with self._lock:
+            rows = self.db.execute(q.format(t="labels", inv="outcome='invalid'", w=own.format(paid="paid=1")),
+                                   tuple(args)).fetchall()
+            rows += self.db.execute(q.format(t="failed", inv="1", w=own.format(paid="1")), tuple(args)).fetchall()
+            if has_answers:
+                rows += self.db.execute(q.format(t="answers", inv="outcome='invalid'", w=where), tuple(args)).fetchall()
+        for judge, n, inv, dollars, tokens in rows:
+            d = out.setdefault(judge, {"answers": 0, "invalid": 0, "dollars": 0.0, "tokens": 0})
+            d["answers"] += n
+            d["invalid"] += inv
+            d["dollars"] += dollars
+            d["tokens"] += tokens
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -25,11 +25,15 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from rlaif.labels.ledger import APP, LABEL_ROW_COLS, SCHEMA_VERSION, LedgerError, label_row
+from rlaif.labels.ledger import APP, LABEL_ROW_COLS, LedgerError, label_row
 from rlaif.labels.shared_store import SharedStore, check_pg_url, redact_url, url_password
 from rlaif.types import Label, Pair
 
 log = logging.getLogger(__name__)
+
+# the store's own schema: the label rows of ledger schema 3 (a run ledger's later ``answers`` table,
+# a composite judge's members' answers, stays in the run's ledger and is not shared)
+SCHEMA_VERSION = 3
 
 _READ_COLS = ("outcome", "reason", "p_a", "raw", "swapped", "tokens_in", "tokens_out", "cost", "latency",
               "attempts", "judge", "finish_reason")

@@ -15,23 +15,24 @@ The verdict is the expensive judge's where it was asked and answered validly, el
 judge's: its answer where valid and consistent, a tie where its two orders disagree, invalid
 where it was invalid too.
 
-Costs -- one request, one ledger row, its exact cost: the label's ``cost`` / tokens / attempts are
+Costs -- one request, one label, its exact cost: the label's ``cost`` / tokens / attempts are
 the sums of what was actually called (the cheap judge's one or two answers, the expensive one's if
-asked), latency the sum (they run one after the other). Every answer is kept with its own cost in
-the label's raw JSON: ``{"cascade": {"escalated", "why", "verdict_from"}, "members": [cheap answer(s),
-expensive answer]}`` (read back by :func:`rlaif.oracle.panel.member_rows`). :meth:`worst_case`
-reserves both judges (the cheap one twice where ``both_orders``); :meth:`identity` covers both
-judges and the thresholds.
+asked), latency the sum (they run one after the other). Every answer is a
+:class:`~rlaif.types.Part` of the label (roles ``cheap``, ``cheap_reversed``, ``expensive``), kept
+by the ledger as its own row with its own cost (:meth:`Ledger.answers
+<rlaif.labels.ledger.Ledger.answers>`); the label's ``raw`` is the cascade's own record:
+``{"cascade": {"escalated", "why", "verdict_from"}}``. :meth:`worst_case` reserves both judges
+(the cheap one twice where ``both_orders``); :meth:`identity` covers both judges and the thresholds.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from rlaif.oracle.base import Oracle, OracleConfig
-from rlaif.oracle.panel import ask, build_member, check_member_prices, combine, record
+from rlaif.oracle.panel import ask, build_member, check_member_prices, combine, part
 from rlaif.registry import ConfigError
 from rlaif.types import Label, Outcome, Pair, Spend
 
@@ -116,7 +117,7 @@ class CascadeOracle(Oracle):
         second: list[Optional[Label]] = [None] * len(shown)
         if self.cfg.both_orders:  # the other order, put back in each pair's own order
             other, err = await ask(self.cheap, [p.swapped() for p in shown])
-            second = [l.flipped() for l in other]
+            second = [replace(l.flipped(), swapped=not l.swapped) for l in other]  # it saw the other order
         whys = [self.why(f, s) for f, s in zip(first, second)]
         up = [i for i, w in enumerate(whys) if w]
         expensive, _ = await ask(self.expensive, [shown[i] for i in up]) if up else ([], None)
@@ -126,7 +127,8 @@ class CascadeOracle(Oracle):
     def verdict(self, first: Label, second: Optional[Label], why: Optional[str], exp: Optional[Label]) -> Label:
         """The cascade's label for one pair from the cheap answer(s) and the expensive one (if asked)."""
         cheap = [first] if second is None else [first, second]
-        rows = [record(self.cheap, l) for l in cheap] + ([record(self.expensive, exp)] if exp is not None else [])
+        parts = tuple(part(self.cheap, l, role) for l, role in zip(cheap, ("cheap", "cheap_reversed"))) + \
+            ((part(self.expensive, exp, "expensive"),) if exp is not None else ())
         called = cheap + ([exp] if exp is not None else [])
         if exp is not None and exp.outcome is not Outcome.INVALID:
             src, outcome, p, reason = "expensive", exp.outcome, exp.p_a, None
@@ -139,6 +141,6 @@ class CascadeOracle(Oracle):
             src, outcome, p = None, Outcome.INVALID, None
             reason = f"cheap judge {why}" + (f"; expensive judge invalid: {exp.reason}" if exp is not None else "")
         raw = None if all(l.raw is None for l in called) else json.dumps(
-            {"cascade": {"escalated": exp is not None, "why": why, "verdict_from": src}, "members": rows})
+            {"cascade": {"escalated": exp is not None, "why": why, "verdict_from": src}})
         return combine(called, latency=sum(float(l.latency) for l in called), outcome=outcome, p_a=p,
-                       reason=reason, raw=raw, judge=self.name)
+                       reason=reason, raw=raw, judge=self.name, parts=parts)

@@ -17,16 +17,18 @@ Every member invalid: the panel's answer is invalid (naming each member's reason
 answered at all (every raw answer None) the panel's raw is None too, so the Labeler records a
 failed request, not a label.
 
-Costs -- one request, one ledger row, its exact cost: the panel's label is the one row the
+Costs -- one request, one label, its exact cost: the panel's label is the one label row the
 Labeler commits for the request, and its ``cost`` / ``tokens_in`` / ``tokens_out`` / ``attempts``
 are the *sums* of the members' (latency: the slowest member, as they run at once). Every member's
-answer is kept, with its own cost, tokens, latency and raw output, as one entry of the JSON object
-in the label's ``raw``: ``{"panel": aggregation, "verdict", "agreement", "valid", "members":
-[{judge, identity, outcome, p_a, reason, raw, swapped, cost, tokens_in, tokens_out, latency,
-attempts, finish_reason}, ...]}`` (:func:`member_rows` reads them back, e.g. from a ledger row).
-``agreement`` is the share of valid members whose answer is the verdict. A member that raised is
-an invalid entry charged its worst case (it may have been billed); if every member raised, the
-first error is raised (a fatal judge problem stops the run as it would alone).
+answer is a :class:`~rlaif.types.Part` of that label, and the ledger keeps each as its own row of
+its ``answers`` table, with its own cost, tokens, latency, raw output and finish reason, keyed by
+the label's key (:meth:`Ledger.answers <rlaif.labels.ledger.Ledger.answers>`; the per-judge
+spend is ``Ledger.totals()["judges"]``). The label's ``raw`` is the panel's own record:
+``{"panel": aggregation, "verdict", "agreement", "valid", "members": [names]}``, where
+``agreement`` is the share of valid members whose answer is the verdict (:func:`agreement_of`).
+A member that raised is an invalid part charged its worst case (it may have been billed); if
+every member raised, the first error is raised (a fatal judge problem stops the run as it would
+alone).
 
 Budget: :meth:`worst_case` is the sum of the members' worst cases, so the Labeler's reservation
 and pending row cover every member call; :meth:`identity` hashes every member's identity and the
@@ -37,13 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from rlaif.oracle.base import Oracle, OracleConfig
 from rlaif.registry import ConfigError
-from rlaif.types import Label, Outcome, Pair, Spend
+from rlaif.types import Label, Outcome, Pair, Part, Spend
 
 AGGREGATIONS = ("majority", "mean_p")
 
@@ -88,23 +90,9 @@ def build_member(spec: Any, where: str, **deps: Any) -> Oracle:
     return build(member_node(spec), where, **deps)
 
 
-def record(member: Oracle, lab: Label) -> dict:
-    """One member's answer, as kept in the aggregate label's raw JSON."""
-    return {"judge": member.name, "identity": member.identity_hash(), "outcome": lab.outcome.value,
-            "p_a": lab.p_a, "reason": lab.reason, "raw": lab.raw, "swapped": lab.swapped, "cost": float(lab.cost),
-            "tokens_in": int(lab.tokens_in), "tokens_out": int(lab.tokens_out), "latency": float(lab.latency),
-            "attempts": int(lab.attempts), "finish_reason": lab.finish_reason}
-
-
-def member_rows(raw: str | None) -> list[dict]:
-    """The members' answers kept in a panel's or cascade's raw answer (a Label's or a ledger row's)."""
-    if not raw:
-        return []
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return []
-    return list(doc.get("members", [])) if isinstance(doc, dict) else []
+def part(member: Oracle, lab: Label, role: str = "member") -> Part:
+    """One judge's answer as a part of the composite label (named by the judge, whatever it said)."""
+    return Part(role, member.identity_hash(), replace(lab, judge=lab.judge or member.name))
 
 
 async def ask(member: Oracle, pairs: Sequence[Pair]) -> tuple[list[Label], Exception | None]:
@@ -209,18 +197,20 @@ class PanelOracle(Oracle):
         """The panel's label for one pair from its members' answers ``labs`` (in member order)."""
         c = self.cfg
         valid = [l for l in labs if l.outcome is not Outcome.INVALID]
-        rows = [record(m, l) for m, l in zip(self.members, labs)]
+        parts = tuple(part(m, l) for m, l in zip(self.members, labs))
+        names = [m.name for m in self.members]
         lat = max((float(l.latency) for l in labs), default=0.0)
         if not valid:
             reason = "every member invalid: " + "; ".join(f"{m.name}: {l.reason}" for m, l in zip(self.members, labs))
             raw = None if all(l.raw is None for l in labs) else json.dumps(
-                {"panel": c.aggregation, "verdict": "invalid", "agreement": None, "valid": 0, "members": rows})
-            return combine(labs, latency=lat, outcome=Outcome.INVALID, reason=reason, raw=raw, judge=self.name)
+                {"panel": c.aggregation, "verdict": "invalid", "agreement": None, "valid": 0, "members": names})
+            return combine(labs, latency=lat, outcome=Outcome.INVALID, reason=reason, raw=raw, judge=self.name,
+                           parts=parts)
         outcome, p = aggregate(valid, c.aggregation, c.tie_margin)
         agreement = sum(l.outcome is outcome for l in valid) / len(valid)
         raw = json.dumps({"panel": c.aggregation, "verdict": outcome.value, "agreement": agreement,
-                          "valid": len(valid), "members": rows})
-        return combine(labs, latency=lat, outcome=outcome, p_a=p, raw=raw, judge=self.name)
+                          "valid": len(valid), "members": names})
+        return combine(labs, latency=lat, outcome=outcome, p_a=p, raw=raw, judge=self.name, parts=parts)
 
 
 def agreement_of(raw: str | None) -> float | None:
