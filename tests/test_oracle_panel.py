@@ -206,6 +206,35 @@ def test_a_swapped_showing_keeps_every_members_answer_in_the_pairs_order():
         assert lab.parts[0].label.p_a == pytest.approx(a.p_a)
 
 
+def test_a_local_llm_member_is_recorded_in_the_pairs_order_whatever_it_was_shown(tmp_path):
+    """A real position-sensitive judge (local_llm on the tiny model) inside a panel that swaps: each
+    member's recorded P(A) is what that judge says of the showing it saw, put back in the pair's order."""
+    import asyncio
+
+    from rlaif.assets import tiny_dir
+
+    tpl = tmp_path / "short.txt"
+    tpl.write_text("Better?\n<<<PROMPT>>>\n{prompt}\n<<<RESPONSE A>>>\n{response_a}\n<<<RESPONSE B>>>\n{response_b}\n"
+                   "<<<END>>>\n")
+    llm = {"_target_": "rlaif.oracle.local_llm.LocalLLMOracle", "name": "tiny_llm", "model": str(tiny_dir()),
+           "template": str(tpl), "batch_size": 4, "seed": 1}
+    panel = PanelOracle(PanelConfig(members=[llm, "reward_model"], swap_p=0.5, seed=3))
+    from rlaif.oracle.server import pair_from_texts
+
+    pairs = [pair_from_texts(f"The film {i}", f"was good {i}", f"was bad, really bad {'!' * i}") for i in range(10)]
+    labs = panel.label(pairs)
+    judge = panel.members[0]
+    asyncio.run(judge.setup())
+    seen = set()
+    for p, lab in zip(pairs, labs):
+        part = lab.parts[0].label
+        assert part.p_a is not None, part.reason
+        (direct,) = asyncio.run(judge.judge_shown([p.swapped() if part.swapped else p]))
+        assert part.p_a == pytest.approx(1 - direct.p_a if part.swapped else direct.p_a, abs=1e-5)
+        seen.add((lab.swapped, part.swapped))
+    assert len(seen) >= 3  # the panel's and the member's own swaps both varied
+
+
 def test_panel_invalid_members_are_left_out_and_all_invalid_is_invalid():
     always_bad = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "failure_rate": 1.0, "name": "bad"}
     kw = {"_target_": "rlaif.oracle.simulated.SimulatedOracle", "name": "kw", "swap_p": 0.0}
