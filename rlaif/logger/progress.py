@@ -34,7 +34,10 @@ def every_seconds() -> float:
 
 def quiet_libraries() -> None:
     """No progress bars in a log that is not a terminal: transformers', datasets', huggingface_hub's, and
-    tqdm's in child processes (``TQDM_DISABLE``: the learner processes of ``trainer.num_processes``)."""
+    tqdm's in child processes (``TQDM_DISABLE``: the learner processes of ``trainer.num_processes``).
+    Never a log line per HTTP request (httpx's INFO lines; the judge's retries and errors are rlaif's own)."""
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if is_tty():
         return
     os.environ["TQDM_DISABLE"] = "1"
