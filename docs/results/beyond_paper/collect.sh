@@ -10,9 +10,7 @@ for d in "$OUT"/*-s*; do
   n=$(basename "$d"); mkdir -p "$HERE/runs/$n"
   cp "$d"/{summary.json,metrics.jsonl,config.yaml,config.json,preferences.jsonl} "$HERE/runs/$n/"
 done
-mkdir -p "$HERE/paired"; rm -rf "$HERE/paired"/* "$HERE/report"
-for d in "$HERE"/runs/*-s* "$HERE"/../apl_vs_random/runs/random-s*; do
-  n=$(basename "$d"); [ "$n" = random-s0 ] && [ "$d" != "${d#$HERE/runs}" ] && continue  # the check run stays out
-  ln -s "$d" "$HERE/paired/$n"
-done
-cd "$HERE" && "$VENV/bin/rlaif" report paired --out report
+# the new arms' runs and random's committed runs (seed 0's check run here stays out of the report)
+rm -rf "$HERE/paired" "$HERE/report"
+cd "$HERE" && "$VENV/bin/rlaif" report runs/ensemble_uncertainty-s* runs/thompson-s* ../apl_vs_random/runs/random-s* \
+  --out report
