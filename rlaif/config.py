@@ -6,8 +6,8 @@ The groups mirror the code: ``policy/``, ``generator/``, ``acquisition/``, ``ora
 from its group's schema (``defaults: [<schema>@_here_, _self_]``) and holds only what differs from
 the dataclass defaults:
 
-- the fixed parts (policy, task, budget, trainer, eval, judge_health) are typed here, as the fields
-  of :class:`RunConfig` (schemas ``policy_schema``, ``task_schema``, ...);
+- the fixed parts (policy, task, budget, trainer, eval, judge_health, reward_model) are typed
+  here, as the fields of :class:`RunConfig` (schemas ``policy_schema``, ``task_schema``, ...);
 - each swappable part (generator, acquisition, oracle) is its implementation class's own ``Config``
   dataclass plus the ``_target_`` naming the class (:data:`IMPLEMENTATIONS`; schemas
   ``<name>_<group>_schema``, e.g. ``openai_oracle_schema``), validated against that ``Config`` by
@@ -30,6 +30,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 
 from rlaif.labels.judge_health import JudgeHealthConfig
+from rlaif.reward.round_config import RoundRMConfig
 from rlaif.trainer.dpo_config import DPOConfig
 
 # the class of each swappable option: its ``Config`` is the option's schema, ``_target_`` names it
@@ -183,6 +184,9 @@ class RunConfig:
                 "trackio)", **KEEP})
     judge_health: JudgeHealthConfig = field(default_factory=JudgeHealthConfig, metadata={
         "help": "stop early when the judge's first answers show it cannot label the task"})
+    reward_model: RoundRMConfig = field(default_factory=RoundRMConfig, metadata={
+        "help": "a reward model fitted on the run's labels after each round (fit_each_round; off by default): "
+                "RUN_DIR/rm/round-<r>/, a judge for oracle=fitted_rm", **KEEP})
 
 
 def implementation_schema(target: str) -> type:

@@ -10,9 +10,10 @@
         evaluate(policy_r)                              # 4. win-rate against the reference
 
 :func:`run` does exactly that: :func:`_round` reads step by step as :func:`_acquire`,
-:func:`_label`, :func:`_train`, :func:`_evaluate`. The parts come from :mod:`rlaif.run.build`,
-the figures of a round and of the run from :mod:`rlaif.run.metrics`, the preference set from
-:mod:`rlaif.labels.preferences`.
+:func:`_label`, :func:`_train`, :func:`_evaluate` (beside the algorithm, ``reward_model.fit_each_round``
+fits a reward model on D after step 2: :func:`_fit_reward_model`). The parts come from
+:mod:`rlaif.run.build`, the figures of a round and of the run from :mod:`rlaif.run.metrics`, the
+preference set from :mod:`rlaif.labels.preferences`.
 
 Everything is checkpointed in the run directory so a killed run resumes where it stopped:
 acquired pairs are saved before labelling, every paid label is in the ledger, every trained
@@ -29,6 +30,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +44,9 @@ from rlaif.run.build import Models, Parts, build, load_models, validate
 from rlaif.run.evaluation import winrate_text
 from rlaif.run.state import PolicyRestorer, atomic_write_text, round_seed
 from rlaif.types import Label, Pair
+
+if TYPE_CHECKING:
+    from rlaif.reward.rounds import RoundRewardModels
 
 __all__ = ["run", "validate"]  # validate: the start-up check the CLI runs before run()
 
@@ -59,6 +64,7 @@ class Progress:
     acquire_seconds: float = 0.0
     acquire_generations: float = 0.0
     stopped_by: str | None = None
+    reward_models: RoundRewardModels | None = None  # reward_model.fit_each_round: the per-round fits
 
 
 def run(cfg, run_dir: str | Path) -> dict:
@@ -131,6 +137,7 @@ def _round(p: Parts, m: Models, progress: Progress, r: int) -> bool:
     if not bought:
         progress.stopped_by = p.budget.stopped_by or "nothing labelled"
         return False
+    reward_model = _fit_reward_model(p, m, progress, r)  # {} unless reward_model.fit_each_round
     if not done:
         # 3. train DPO on all labels so far (reset) or on this round's (continue)
         train = _train(p, m, progress, new, r)
@@ -141,6 +148,8 @@ def _round(p: Parts, m: Models, progress: Progress, r: int) -> bool:
             decisive_so_far=len(progress.prefs), spend=p.budget.as_dict(),
             eval_spend=metrics.eval_spend(p.ledger.totals(purpose="eval")), acquisition=acquisition,
             label_s=label_s, train=train, eval_s=eval_s, evaluation=evaluation)
+        if reward_model:
+            line["reward_model"] = reward_model
         p.state.save_metrics(r, line)
         _log_round(line)
         _track(p, line)
@@ -256,6 +265,20 @@ def _label(p: Parts, progress: Progress,
     progress.prefs.write(p.run_dir / "preferences.jsonl")
     progress.labels += len(bought)
     return labels, bought, new, label_s
+
+
+def _fit_reward_model(p: Parts, m: Models, progress: Progress, r: int) -> dict:
+    """``reward_model.fit_each_round``: the head ensemble on every decisive label so far, over the policy's
+    frozen reference features, saved in RUN_DIR/rm/round-<r>/ (a judge for ``oracle=fitted_rm``); its
+    held-out agreement and cost (stages ``rm_features``, ``rm_fit``) for the round's metrics. {} when off."""
+    cfg = p.cfg.get("reward_model")
+    if cfg is None or not cfg.fit_each_round:
+        return {}
+    if progress.reward_models is None:
+        from rlaif.reward.rounds import RoundRewardModels  # torch: only where it is used
+
+        progress.reward_models = RoundRewardModels(cfg, p.run_dir / "rm", seed=p.cfg.seed)
+    return progress.reward_models.fit(r, progress.prefs.items, m.policy)
 
 
 def _train(p: Parts, m: Models, progress: Progress, new: list[Preference], r: int) -> dict:

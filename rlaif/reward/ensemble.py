@@ -105,10 +105,16 @@ def fit_ensemble(chosen: np.ndarray, rejected: np.ndarray, cfg: EnsembleConfig) 
 
 def agreement(ens: RewardModel, chosen: np.ndarray, rejected: np.ndarray) -> dict:
     """How often the ensemble's mean reward prefers the labelled side, with a 95% Wilson interval."""
-    n = len(chosen)
+    if len(chosen) == 0:
+        return wilson(0, 0)
+    return wilson(int((ens.rewards(chosen) > ens.rewards(rejected)).sum()), len(chosen))
+
+
+def wilson(hits: int, n: int) -> dict:
+    """``{"n", "agreement", "ci95"}``: the share ``hits / n`` with its 95% Wilson interval (None when n = 0).
+    Every reward model's agreement with the oracle is reported in this form."""
     if n == 0:
         return {"n": 0, "agreement": None, "ci95": None}
-    hits = int((ens.rewards(chosen) > ens.rewards(rejected)).sum())
     p, z = hits / n, 1.96
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -10,13 +10,16 @@ per completion (:attr:`Completion.key <rlaif.types.Completion.key>`) for the lif
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ContextManager, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
 
-from rlaif.types import Completion
+from rlaif.types import Completion, Label, Pair
+
+if TYPE_CHECKING:
+    from rlaif.acquisition.base import ComputeStats
 
 
 @dataclass
@@ -55,12 +58,26 @@ class FeatureExtractor:
 
     @classmethod
     def of_policy(cls, policy: Any, cfg: FeatureConfig | None = None) -> "FeatureExtractor":
-        """An extractor over a live :class:`~rlaif.models.policy.Policy`'s frozen reference weights."""
-        return cls(cfg or FeatureConfig(model=str(policy.cfg.name_or_path)), policy.reference, policy.pad_id)
+        """An extractor over a live :class:`~rlaif.models.policy.Policy`'s frozen reference weights
+        (``cfg.model`` is set to the policy's name: what :meth:`load` reloads the same weights from)."""
+        cfg = replace(cfg or FeatureConfig(), model=str(policy.cfg.name_or_path))
+        return cls(cfg, policy.reference, policy.pad_id)
 
     def missing(self, completions: Sequence[Completion]) -> int:
         """How many distinct completions are not cached yet (the forward passes a call would run)."""
         return len({c.key for c in completions if c.key not in self.cache})
+
+    def counted(self, completions: Sequence[Completion], stats: "ComputeStats | None",
+                stage: str = "rm_features") -> np.ndarray:
+        """Like calling the extractor, with the time and the forward passes (cache misses, ``scored``)
+        counted in ``stats``' ``stage`` (no counting when ``stats`` is None)."""
+        if stats is None:
+            return self(completions)
+        with stats.stage(stage) as st:
+            before = self.passes
+            feats = self(completions)
+            st.scored += self.passes - before
+        return feats
 
     def __call__(self, completions: Sequence[Completion]) -> np.ndarray:
         todo = list({c.key: c for c in completions if c.key not in self.cache}.values())
@@ -93,3 +110,14 @@ class FeatureExtractor:
             v = h[i, lo:hi].mean(0) if self.cfg.pooling == "mean" else h[i, hi - 1]
             out.append(v.numpy().astype(np.float32))
         return out
+
+
+def pair_features(fx: FeatureExtractor, prefs: Sequence[tuple[Pair, Label]],
+                  stats: "ComputeStats | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the chosen and of the rejected side of every decisive (pair, label), [N, D] each
+    (forward passes counted in ``stats``' ``rm_features`` stage where given)."""
+    from rlaif.labels.preferences import chosen_rejected
+
+    sides = [chosen_rejected(p, lab) for p, lab in prefs]
+    feats = fx.counted([c for s in sides for c in s], stats)
+    return feats[0::2], feats[1::2]

@@ -1,10 +1,13 @@
-"""``rlaif fit-rm``'s work: a reward-model ensemble from the decisive labels in runs' ledgers.
+"""``rlaif fit-rm``'s work: a reward model from the decisive labels in runs' ledgers.
 
 Reads every decisive ``train`` label of the runs' ``ledger.sqlite`` (ties and invalid answers teach
-no preference), splits them by prompt into a training set and a held-out set (seeded), extracts the
-frozen base policy's features of both sides (cached in the output directory), fits the ensemble on
-the training set and reports its held-out agreement with the oracle (with a 95% Wilson interval).
-The saved ensemble is the one fitted on the training split: the agreement it reports is its own.
+no preference) and splits them by prompt into a training set and a held-out set (seeded). The
+default trainer extracts the frozen base policy's features of both sides (cached in the output
+directory), fits the head ensemble on the training set (:func:`fit_preferences`, also what a run's
+``reward_model.fit_each_round`` calls on its labels so far) and reports its held-out agreement with
+the oracle (with a 95% Wilson interval); ``--trainer trl`` trains a whole sequence-classification
+model instead (:mod:`rlaif.reward.trl_rm`), reported the same way. The saved model is the one
+fitted on the training split: the agreement it reports is its own.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import numpy as np
 import torch
 
 from rlaif.labels.ledger import Ledger
-from rlaif.labels.preferences import chosen_rejected
 from rlaif.reward.ensemble import Ensemble, EnsembleConfig, agreement, fit_ensemble
-from rlaif.reward.features import FeatureConfig, FeatureExtractor
+from rlaif.reward.features import FeatureConfig, FeatureExtractor, pair_features
 from rlaif.types import Label, Outcome, Pair
 
 FEATURE_CACHE = "features.pt"
@@ -68,39 +70,59 @@ def split(prefs: Sequence[tuple[Pair, Label]], held_out: float, seed: int) -> tu
     return [x for x in prefs if x[0].prompt.id not in out], [x for x in prefs if x[0].prompt.id in out]
 
 
-def pair_features(fx: FeatureExtractor, prefs: Sequence[tuple[Pair, Label]]) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the chosen and of the rejected side of every preference."""
-    sides = [chosen_rejected(p, lab) for p, lab in prefs]
-    feats = fx([c for s in sides for c in s])
-    return feats[0::2], feats[1::2]
+def preferences_of(run_dirs: Sequence[str | Path]) -> list[tuple[Pair, Label]]:
+    """The runs' decisive train labels, refused (ValueError) when there are too few to fit on."""
+    prefs = decisive_labels(run_dirs)
+    if len(prefs) < 2:
+        raise ValueError(f"{len(prefs)} decisive labels in {list(map(str, run_dirs))}: too few to fit a reward model")
+    return prefs
+
+
+def write_report(out: Path, report: dict) -> dict:
+    """``out/report.json`` (the same keys for every trainer: labels, train, held_out, train_agreement, ...)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def fit_rm(run_dirs: Sequence[str | Path], out: str | Path, cfg: FitConfig,
            fx: FeatureExtractor | None = None) -> dict:
-    """Fit, evaluate on the held-out split, save to ``out``; the report (also ``out/report.json``)."""
+    """Fit on the runs' decisive labels, evaluate on the held-out split, save to ``out``; the report
+    (also ``out/report.json``). Features are cached in ``out/features.pt`` for the next fit."""
     out = Path(out)
-    prefs = decisive_labels(run_dirs)
-    if len(prefs) < 2:
-        raise ValueError(f"{len(prefs)} decisive labels in {list(map(str, run_dirs))}: too few to fit a reward model")
+    prefs = preferences_of(run_dirs)
     fx = fx or FeatureExtractor.load(cfg.features)
     cache = out / FEATURE_CACHE
     if cache.exists():
         fx.cache.update({k: v.numpy() for k, v in torch.load(cache, weights_only=True).items()})
-    train, test = split(prefs, cfg.held_out, cfg.seed)
-    ens = fit_ensemble(*pair_features(fx, train), cfg.ensemble)
-    report = {"runs": [str(d) for d in run_dirs], "labels": len(prefs), "train": len(train),
-              "held_out": agreement(ens, *pair_features(fx, test)) if test else {"n": 0, "agreement": None},
-              "train_agreement": agreement(ens, *pair_features(fx, train)), "feature_passes": fx.passes}
-    ens.save(out, {"features": fx.cfg.to_dict(), "fit": {"held_out": cfg.held_out, "seed": cfg.seed},
-                   "report": report})
-    out.mkdir(parents=True, exist_ok=True)
+    report = fit_preferences(prefs, out, cfg, fx, runs=run_dirs)
     torch.save({k: torch.from_numpy(v) for k, v in fx.cache.items()}, cache)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def fit_preferences(prefs: Sequence[tuple[Pair, Label]], out: str | Path, cfg: FitConfig, fx: FeatureExtractor,
+                    runs: Sequence[str | Path] = (), meta: dict | None = None) -> dict:
+    """The ensemble of ``cfg`` on decisive (pair, label)s: fitted on the training split of the prompts,
+    evaluated on the held-out one, saved to ``out`` (``meta`` joins its rm.json); the report, with
+    what it cost (``stages``: ``rm_features`` forward passes as ``scored``, ``rm_fit``; seconds)."""
+    from rlaif.acquisition.base import ComputeStats
+
+    out, stats = Path(out), ComputeStats()
+    train, test = split(prefs, cfg.held_out, cfg.seed)
+    if not train:
+        raise ValueError(f"{len(prefs)} decisive labels, none left to fit on after holding out {cfg.held_out:.0%}")
+    fit_sides, test_sides = pair_features(fx, train, stats), pair_features(fx, test, stats)
+    with stats.stage("rm_fit"):
+        ens = fit_ensemble(*fit_sides, cfg.ensemble)
+    report = {"trainer": "ensemble", "runs": [str(d) for d in runs], "labels": len(prefs), "train": len(train),
+              "held_out": agreement(ens, *test_sides), "train_agreement": agreement(ens, *fit_sides),
+              "feature_passes": stats.totals().scored, "seconds": stats.totals().seconds, "stages": stats.as_dict()}
+    ens.save(out, {"trainer": "ensemble", "features": fx.cfg.to_dict(),
+                   "fit": {"held_out": cfg.held_out, "seed": cfg.seed}, **(meta or {}), "report": report})
+    return write_report(out, report)
 
 
 def load_rm(path: str | Path) -> tuple[Ensemble, FeatureExtractor, dict]:
     """A saved ensemble and an extractor of the features it was fitted on."""
     ens, meta = Ensemble.load(path)
     return ens, FeatureExtractor.load(FeatureConfig(**meta["features"])), meta
-

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from rlaif.labels.preferences import chosen_rejected
 from rlaif.reward.ensemble import Ensemble, EnsembleConfig, fit_ensemble
-from rlaif.reward.features import FeatureConfig, FeatureExtractor
+from rlaif.reward.features import FeatureConfig, FeatureExtractor, pair_features
 from rlaif.types import Completion
 
 if TYPE_CHECKING:
@@ -30,29 +29,28 @@ class OnlineEnsemble:
         self.ens_cfg, self.feat_cfg, self.min_labels = ensemble, features, min_labels
         self.fx: FeatureExtractor | None = None
 
-    def features(self, completions: Sequence[Completion], ctx: "AcquisitionContext",
-                 stage: str = "rm_features") -> np.ndarray:
-        """Feature vectors of ``completions``; new ones cost a counted forward pass each."""
+    def extractor(self, ctx: "AcquisitionContext") -> FeatureExtractor:
+        """The run-wide extractor over the policy's frozen reference weights (made on first use)."""
         if self.fx is None:
             policy = getattr(ctx.reference_logprobs, "policy", None)
             if policy is None:
                 raise RuntimeError("the epistemic arms need the run's policy (ctx.reference_logprobs.policy) "
                                    "to compute frozen features")
             self.fx = FeatureExtractor.of_policy(policy, self.feat_cfg)
-        with ctx.stats.stage(stage) as st:
-            before = self.fx.passes
-            feats = self.fx(completions)
-            st.scored += self.fx.passes - before
-        return feats
+        return self.fx
+
+    def features(self, completions: Sequence[Completion], ctx: "AcquisitionContext",
+                 stage: str = "rm_features") -> np.ndarray:
+        """Feature vectors of ``completions``; new ones cost a counted forward pass each."""
+        return self.extractor(ctx).counted(completions, ctx.stats, stage)
 
     def refit(self, ctx: "AcquisitionContext") -> Ensemble | None:
         """The ensemble of this round, fitted on ``ctx.preferences``; None below ``min_labels``."""
         prefs = list(ctx.preferences)
         if len(prefs) < max(1, self.min_labels):
             return None
-        sides = [chosen_rejected(p, lab) for p, lab in prefs]
-        feats = self.features([c for s in sides for c in s], ctx)
+        chosen, rejected = pair_features(self.extractor(ctx), prefs, ctx.stats)
         with ctx.stats.stage("rm_fit"):
             # seeded by the run's seed and the round: the same labels give the same heads
             cfg = replace(self.ens_cfg, seed=int(ctx.seed) * 10007 + int(ctx.round))
-            return fit_ensemble(feats[0::2], feats[1::2], cfg)
+            return fit_ensemble(chosen, rejected, cfg)
