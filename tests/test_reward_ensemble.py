@@ -125,3 +125,22 @@ def test_features_are_cached_per_completion():
     assert f.shape == (6, 64) and fx.passes == 6
     np.testing.assert_allclose(fx(comps[:2]), f[:2])
     assert fx.passes == 6
+
+
+def test_a_run_without_its_ledger_is_read_from_its_preferences(tmp_path):
+    """A committed or copied run keeps preferences.jsonl, not its ledger: fit-rm reads the same pairs from it."""
+    from rlaif.reward.fit import decisive_labels
+    from rlaif.types import Label, preference_row
+
+    pairs = sentiment_pairs(6)
+    labels = [Label(outcome=Outcome.A if i % 2 else Outcome.B, judge="kw") for i in range(6)]
+    (tmp_path / "preferences.jsonl").write_text(
+        "".join(json.dumps(preference_row(p, lab)) + "\n" for p, lab in zip(pairs, labels)))
+    got = decisive_labels([tmp_path])
+    assert len(got) == 6 and all(lab.outcome is Outcome.A for _, lab in got)
+    for (pair, _), p, lab in zip(got, pairs, labels):
+        chosen, rejected = (p.a, p.b) if lab.outcome is Outcome.A else (p.b, p.a)
+        assert (pair.a.text, pair.a.token_ids, pair.b.token_ids) == (chosen.text, chosen.token_ids, rejected.token_ids)
+        assert pair.prompt.id == p.prompt.id and pair.prompt.token_ids == p.prompt.token_ids
+    with pytest.raises(FileNotFoundError, match="nor preferences.jsonl"):
+        decisive_labels([tmp_path / "nothing"])

@@ -37,12 +37,16 @@ class FitConfig:
 
 
 def decisive_labels(run_dirs: Sequence[str | Path], purpose: str = "train") -> list[tuple[Pair, Label]]:
-    """Every decisive label of the runs' ledgers, as (pair, label), in ledger order."""
+    """Every decisive label of the runs' ledgers, as (pair, label), in ledger order. A run directory
+    without its ledger (a committed or copied run) is read from its ``preferences.jsonl`` instead."""
     out = []
     for d in run_dirs:
         path = Path(d) / "ledger.sqlite" if Path(d).is_dir() else Path(d)
+        if not path.exists() and (Path(d) / "preferences.jsonl").exists():
+            out += preference_rows(Path(d) / "preferences.jsonl")
+            continue
         if not path.exists():
-            raise FileNotFoundError(f"{d}: no ledger.sqlite")
+            raise FileNotFoundError(f"{d}: no ledger.sqlite (nor preferences.jsonl)")
         with Ledger(path, readonly=True) as led:
             for r in led.rows(purpose=purpose):
                 if Outcome(r["outcome"]).decisive:
@@ -68,6 +72,23 @@ def split(prefs: Sequence[tuple[Pair, Label]], held_out: float, seed: int) -> tu
     k = int(round(held_out * len(prompts)))
     out = {prompts[i] for i in rng.permutation(len(prompts))[:k]}
     return [x for x in prefs if x[0].prompt.id not in out], [x for x in prefs if x[0].prompt.id in out]
+
+
+def preference_rows(path: Path) -> list[tuple[Pair, Label]]:
+    """A run's ``preferences.jsonl`` as (pair, label): chosen as a, rejected as b, outcome A (the rows
+    keep the sampled token ids, so the features are those of the exact tokens that were judged)."""
+    from rlaif.types import Completion, Prompt
+
+    out = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if not isinstance(row["prompt"], str):
+            raise ValueError(f"{path}: conversational rows; fit on the run's ledger.sqlite instead")
+        prompt = Prompt(row["prompt_id"], row["prompt"], tuple(row["prompt_input_ids"]))
+        pair = Pair(prompt, Completion(prompt, row["chosen"], tuple(row["chosen_input_ids"])),
+                    Completion(prompt, row["rejected"], tuple(row["rejected_input_ids"])), round=row.get("round", 0))
+        out.append((pair, Label(outcome=Outcome.A, judge=row.get("judge", ""))))
+    return out
 
 
 def preferences_of(run_dirs: Sequence[str | Path]) -> list[tuple[Pair, Label]]:
