@@ -299,3 +299,18 @@ def test_rlaif_run_with_a_panel_records_every_member_in_its_ledger(servers, tmp_
     assert summary["ledger"]["judges"]["served"]["answers"] == len(rows)
     assert totals["lost"] == totals["failed"] == 0
     assert stats(clean)["paid"] == len(rows)  # every served answer is in a committed ledger row
+
+
+def test_members_that_load_models_are_set_up_one_after_the_other(tmp_path):
+    """Three local_llm members: loading them at once in threads broke transformers (lazy imports,
+    meta-device init); a panel sets its members up in turn."""
+    from rlaif.assets import tiny_dir
+    from rlaif.oracle.server import pair_from_texts
+
+    tpl = tmp_path / "short.txt"
+    tpl.write_text("Better?\n<<<PROMPT>>>\n{prompt}\n<<<RESPONSE A>>>\n{response_a}\n<<<RESPONSE B>>>\n{response_b}\n"
+                   "<<<END>>>\n")
+    llm = [{"_target_": "rlaif.oracle.local_llm.LocalLLMOracle", "name": f"llm{i}", "model": str(tiny_dir()),
+            "template": str(tpl), "seed": i} for i in range(3)]
+    labs = PanelOracle(PanelConfig(members=llm)).label([pair_from_texts("The film", "was good", "was bad")])
+    assert len(labs[0].parts) == 3 and all(p.label.p_a is not None for p in labs[0].parts)

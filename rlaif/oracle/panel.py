@@ -178,7 +178,10 @@ class PanelOracle(Oracle):
         return check_member_prices(self.members)
 
     async def setup(self) -> None:
-        await asyncio.gather(*(m.setup() for m in self.members))
+        # one after the other: members that load models in threads (local_llm, fitted_rm) must not
+        # run transformers' from_pretrained at once (its meta-device init is not thread-safe)
+        for m in self.members:
+            await m.setup()
 
     async def aclose(self) -> None:
         await asyncio.gather(*(m.aclose() for m in self.members))
