@@ -29,7 +29,7 @@ COMMANDS = {
     "bench-oracle": Command("rlaif.bench_oracle", "judge leaderboard: agreement, consistency, cost, latency "
                             "(Hydra overrides)", hydra=True),
     "prepare": Command("rlaif.cli.prepare", "build the offline assets (policy, gold model) once"),
-    "fit-rm": Command("rlaif.cli.fit_rm", "a reward-model ensemble from runs' labels, with held-out agreement"),
+    "fit-rm": Command("rlaif.cli.fit_rm", "a reward model (head ensemble or TRL) from runs' labels, with held-out agreement"),
 }
 
 
