@@ -231,7 +231,7 @@ def test_a_read_only_run_directory_is_one_line(done_run, tmp_path):
 
 def _fill(mnt: Path) -> Path:
     filler = mnt / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left to flush (and fail) at close
         try:
             while True:
                 f.write(b"\0" * (1 << 16))
